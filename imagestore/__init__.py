@@ -1,0 +1,107 @@
+"""imagestore: a REST service for images, their tags and a log of every API call."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from . import api, images, tags, tracking
+from .auth import init_auth
+from .cli import users_cli
+from .errors import register_error_handlers
+from .extensions import db, migrate
+from .storage import init_storage
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app; tests pass a dict that replaces instance and env config."""
+    instance_path = os.environ.get("IMAGESTORE_INSTANCE_PATH") or None
+    app = Flask(
+        __name__,
+        instance_path=instance_path and os.path.abspath(instance_path),
+        instance_relative_config=True,
+        static_folder=None,
+    )
+    app.config.from_object("imagestore.config")
+    if test_config is None:
+        app.config.from_pyfile("config.py", silent=True)
+        app.config.from_prefixed_env("IMAGESTORE")
+    else:
+        app.config.update(test_config)
+    os.makedirs(app.instance_path, exist_ok=True)
+    derive_settings(app)
+
+    app.url_map.strict_slashes = False  # /api/tags and /api/tags/ both answer, no redirect
+    app.json.sort_keys = False
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(PROJECT_ROOT, "migrations"))
+    init_auth(app)
+    init_storage(app)
+    register_error_handlers(app)
+    tracking.init_tracking(app)
+    for blueprint in (api.bp, images.bp, tags.bp, tracking.bp):
+        app.register_blueprint(blueprint)
+    app.cli.add_command(users_cli)
+    return app
+
+
+def derive_settings(app: Flask) -> None:
+    """Fill in the settings computed from others: database URI, secret key, folders, limits."""
+    config = app.config
+    config["SQLALCHEMY_DATABASE_URI"] = database_uri(config["DATABASE_URL"])
+    if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    if not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = instance_secret(app.instance_path)
+    if not config["MEDIA_FOLDER"]:
+        config["MEDIA_FOLDER"] = os.path.join(app.instance_path, "media")
+    config["MAX_CONTENT_LENGTH"] = int(float(config["MAX_UPLOAD_MB"]) * 1024 * 1024)
+
+
+def database_uri(url: str) -> str:
+    """Return the SQLAlchemy URI of a database URL; PostgreSQL goes through psycopg 3."""
+    if not url:
+        return "sqlite:///imagestore.sqlite"  # relative: inside the instance folder
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
+
+
+def instance_secret(instance_path: str) -> str:
+    """Return the secret key kept in the instance folder, creating it the first time."""
+    path = os.path.join(instance_path, "secret_key")
+    if not os.path.exists(path):
+        # Several workers may start at once: write aside, then link, which fails if one won.
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "w") as file:
+            os.fchmod(file.fileno(), 0o600)
+            file.write(secrets.token_hex(32))
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.remove(temporary)
+    with open(path) as file:
+        return file.read().strip()
+
+
+@event.listens_for(Engine, "connect")
+def configure_sqlite(connection: Any, record: Any) -> None:
+    """Turn on WAL, a busy timeout and foreign keys for every SQLite connection."""
+    if isinstance(connection, sqlite3.Connection):
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()

@@ -1,0 +1,128 @@
+"""HTTP Basic authentication, with a short per-process memory of verified passwords."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from collections import OrderedDict
+from functools import cached_property
+
+from flask import Flask, Response, current_app
+from flask_httpauth import HTTPBasicAuth
+from werkzeug.exceptions import Forbidden, Unauthorized
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .errors import problem_response
+from .extensions import db
+from .models import User
+
+auth = HTTPBasicAuth(realm="imagestore")
+
+
+class CredentialCache:
+    """Remembers which username and password pairs were verified, for a short while.
+
+    Entries are keyed by an HMAC of the pair under the secret key, so no password is kept.
+    Each hit still loads the user row: a changed password hash or a deactivation (by any
+    worker or host) makes the entry useless at once.
+    """
+
+    def __init__(self, secret: str, seconds: float, size: int) -> None:
+        self.secret = secret.encode()
+        self.seconds = seconds
+        self.size = size
+        self.entries: OrderedDict[bytes, tuple[int, str, float]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def key(self, username: str, password: str) -> bytes:
+        message = f"{username}\0{password}".encode()
+        return hmac.new(self.secret, message, hashlib.sha256).digest()
+
+    def get(self, key: bytes) -> tuple[int, str] | None:
+        """Return the user id and password hash remembered under a key, if still fresh."""
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None:
+                return None
+            user_id, password_hash, expires = entry
+            if expires < time.monotonic():
+                del self.entries[key]
+                return None
+            return user_id, password_hash
+
+    def put(self, key: bytes, user: User) -> None:
+        """Remember a verified pair, forgetting the oldest entries past the size limit."""
+        if self.size <= 0:
+            return
+        with self.lock:
+            self.entries[key] = (user.id, user.password_hash, time.monotonic() + self.seconds)
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+
+class Passwords:
+    """Hashing settings of one app, and a hash to check against when a user is unknown."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+    def hash(self, password: str) -> str:
+        return generate_password_hash(password, method=self.method)
+
+    @cached_property
+    def decoy(self) -> str:
+        """A hash of nothing, checked for unknown users so they take as long as known ones."""
+        return self.hash("")
+
+
+def hash_password(password: str) -> str:
+    """Hash a password with the configured method."""
+    return current_app.extensions["imagestore.passwords"].hash(password)
+
+
+def init_auth(app: Flask) -> None:
+    """Set up the password hashing and the verified-credentials cache of an app."""
+    app.extensions["imagestore.passwords"] = Passwords(app.config["PASSWORD_HASH_METHOD"])
+    app.extensions["imagestore.credentials"] = CredentialCache(
+        app.config["SECRET_KEY"], app.config["AUTH_CACHE_SECONDS"], app.config["AUTH_CACHE_SIZE"]
+    )
+
+
+@auth.verify_password
+def verify_password(username: str, password: str) -> User | None:
+    """Return the active user these credentials belong to, or None."""
+    if not username:
+        return None
+    cache: CredentialCache = current_app.extensions["imagestore.credentials"]
+    key = cache.key(username, password)
+    remembered = cache.get(key)
+    if remembered is not None:
+        user = db.session.get(User, remembered[0])
+        if user is not None and user.is_active and user.password_hash == remembered[1]:
+            return user
+    user = db.session.scalar(db.select(User).where(User.username == username))
+    passwords: Passwords = current_app.extensions["imagestore.passwords"]
+    if user is None:
+        check_password_hash(passwords.decoy, password)
+        return None
+    if not check_password_hash(user.password_hash, password) or not user.is_active:
+        return None
+    cache.put(key, user)
+    return user
+
+
+@auth.get_user_roles
+def get_user_roles(user: User) -> list[str]:
+    """Admins have the `admin` role."""
+    return ["admin"] if user.is_admin else []
+
+
+@auth.error_handler
+def auth_error(status: int) -> Response:
+    """Answer failed authentication (401) or a missing role (403) with problem+json."""
+    if status == 403:
+        return problem_response(Forbidden("Only administrators may do this."))
+    return problem_response(Unauthorized("Valid credentials are required (HTTP Basic)."))

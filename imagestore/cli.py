@@ -1,0 +1,105 @@
+"""The `flask users ...` commands that operators use to manage accounts."""
+
+import secrets
+
+import click
+from flask.cli import AppGroup
+
+from .auth import hash_password
+from .extensions import db
+from .models import User
+
+users_cli = AppGroup("users", help="Create and manage user accounts.")
+
+
+def find_user(username: str) -> User:
+    """Return the user with this name or stop with a one-line error."""
+    user = db.session.scalar(db.select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"no user named {username!r}")
+    return user
+
+
+def check_password(password: str) -> str:
+    """Refuse an empty password."""
+    if not password:
+        raise click.ClickException("the password must not be empty")
+    return password
+
+
+password_option = click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="The password; asked twice, hidden, when absent.",
+)
+
+
+@users_cli.command("create")
+@click.argument("username")
+@password_option
+@click.option("--admin", is_flag=True, help="Let the user read trackings and change anything.")
+def create_user(username: str, password: str, admin: bool) -> None:
+    """Create a user."""
+    if not 1 <= len(username) <= 150 or username != username.strip() or ":" in username:
+        raise click.ClickException("a username has 1 to 150 characters, no ':' and no outer spaces")
+    if db.session.scalar(db.select(User.id).where(User.username == username)) is not None:
+        raise click.ClickException(f"a user named {username!r} already exists")
+    user = User(username=username, password_hash=hash_password(check_password(password)))
+    user.is_admin = admin
+    db.session.add(user)
+    db.session.commit()
+    click.echo(f"created {'admin' if admin else 'user'} {username}")
+
+
+@users_cli.command("list")
+def list_users() -> None:
+    """List the users, one a line: name, role, state."""
+    for user in db.session.scalars(db.select(User).order_by(User.username)):
+        role = "admin" if user.is_admin else "user"
+        state = "active" if user.is_active else "deactivated"
+        click.echo(f"{user.username}\t{role}\t{state}")
+
+
+@users_cli.command("set-password")
+@click.argument("username")
+@password_option
+def set_password(username: str, password: str) -> None:
+    """Give a user a new password."""
+    user = find_user(username)
+    user.password_hash = hash_password(check_password(password))
+    db.session.commit()
+    click.echo(f"password of {username} changed")
+
+
+@users_cli.command("deactivate")
+@click.argument("username")
+def deactivate_user(username: str) -> None:
+    """Refuse a user's credentials from now on; their images, tags and trackings stay."""
+    user = find_user(username)
+    user.is_active = False
+    db.session.commit()
+    click.echo(f"{username} deactivated")
+
+
+@users_cli.command("activate")
+@click.argument("username")
+def activate_user(username: str) -> None:
+    """Accept a deactivated user's credentials again."""
+    user = find_user(username)
+    user.is_active = True
+    db.session.commit()
+    click.echo(f"{username} activated")
+
+
+@users_cli.command("bootstrap")
+def bootstrap() -> None:
+    """Create an admin `admin` with a random password when there is no user at all."""
+    if db.session.scalar(db.select(User.id).limit(1)) is not None:
+        return
+    password = secrets.token_urlsafe(18)
+    db.session.add(User(username="admin", password_hash=hash_password(password), is_admin=True))
+    db.session.commit()
+    click.echo(f"created admin 'admin' with password: {password}")
+    click.echo("it is shown only this once; change it with `flask users set-password admin`")

@@ -1,0 +1,83 @@
+"""One JSON shape for every error: RFC 9457 problem details with `detail` always present."""
+
+import json
+import logging
+from typing import Any, NoReturn
+
+from flask import Flask, Response
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import BadRequest, Conflict, HTTPException
+
+from .extensions import db
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def error_body(error: HTTPException) -> dict[str, Any]:
+    """Return the problem+json body that every error response uses."""
+    messages = (getattr(error, "data", None) or {}).get("messages")
+    detail = error.description
+    if messages and detail == type(error).description:
+        detail = summarize(messages)  # webargs aborts on bad JSON without a description
+    body = {"type": "about:blank", "title": error.name, "status": error.code, "detail": detail}
+    return body | {"errors": stringify_keys(messages)} if messages else body
+
+
+def stringify_keys(messages: Any) -> Any:
+    """Turn every key of nested error messages into a string (marshmallow may use ints)."""
+    if isinstance(messages, dict):
+        return {str(key): stringify_keys(value) for key, value in messages.items()}
+    return messages
+
+
+def problem_response(error: HTTPException) -> Response:
+    """Render an HTTP error as problem+json, keeping its headers (Allow, WWW-Authenticate)."""
+    response = error.get_response()
+    response.set_data(json.dumps(error_body(error)))
+    response.content_type = PROBLEM_JSON
+    return response
+
+
+def invalid_input(messages: dict) -> NoReturn:
+    """Abort with a 400 that lists the field messages, keyed by location then field."""
+    error = BadRequest(description=summarize(messages))
+    error.data = {"messages": messages}
+    raise error
+
+
+def bad_field(location: str, field: str, message: str) -> NoReturn:
+    """Abort with a 400 that names one field, the way input validation reports it."""
+    invalid_input({location: {field: [message]}})
+
+
+def summarize(messages: Any, path: str = "") -> str:
+    """Flatten field messages into one readable sentence for `detail`."""
+    if isinstance(messages, dict):
+        parts = [
+            summarize(value, f"{path}.{key}" if path else str(key))
+            for key, value in messages.items()
+        ]
+        return " ".join(parts)
+    if isinstance(messages, list) and all(isinstance(item, str) for item in messages):
+        return f"{path}: {' '.join(messages)}"
+    if isinstance(messages, list):
+        return " ".join(summarize(item, path) for item in messages)
+    return f"{path}: {messages}"
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every error, expected or not, with problem+json."""
+
+    # Unexpected exceptions reach this handler as a 500 (Flask logs their traceback first).
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        return problem_response(error)
+
+    @app.errorhandler(IntegrityError)
+    def integrity_error(error: IntegrityError) -> Response:
+        # A concurrent request won a uniqueness race; the client can retry or pick another name.
+        db.session.rollback()
+        log.warning("integrity error: %s", error.orig)
+        return problem_response(Conflict("The change conflicts with data saved meanwhile."))

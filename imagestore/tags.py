@@ -1,0 +1,89 @@
+"""Blueprint "tags": /api/tags/, create, list, search, rename and delete tags."""
+
+from typing import Any
+
+from flask import Blueprint, Response, abort, url_for
+from sqlalchemy.orm import joinedload
+
+from .auth import auth
+from .extensions import db
+from .models import Tag, User
+from .pagination import paginate
+from .schemas import TagFilters, TagInput, tag_schema, use_args
+
+bp = Blueprint("tags", __name__, url_prefix="/api/tags")
+
+
+def find_tag(name: str) -> Tag:
+    """Return the tag with this name, whatever its case, or answer 404."""
+    tag = db.session.scalar(Tag.named(name).options(joinedload(Tag.created_by)))
+    if tag is None:
+        abort(404, description=f"No tag is named {name!r}.")
+    return tag
+
+
+def ensure_name_free(name: str, tag: Tag | None = None) -> None:
+    """Answer 409 when another tag already has this name (case does not matter)."""
+    existing = db.session.scalar(Tag.named(name))
+    if existing is not None and existing is not tag:
+        abort(409, description=f"A tag named {existing.name!r} already exists.")
+
+
+def ensure_may_change(tag: Tag, user: User) -> None:
+    """Answer 403 unless the user created the tag or is an admin."""
+    if not (user.is_admin or tag.created_by_id == user.id):
+        abort(403, description="Only the tag's creator or an administrator may change it.")
+
+
+@bp.get("/")
+@auth.login_required
+@use_args(TagFilters(), location="query")
+def list_tags(query_args: dict[str, Any]) -> dict[str, Any]:
+    """Return one page of tags sorted by name, optionally only those whose name contains `name`."""
+    query = Tag.matching(query_args).options(joinedload(Tag.created_by))
+    return paginate(query, tag_schema, query_args)
+
+
+@bp.post("/")
+@auth.login_required
+@use_args(TagInput(), location="json")
+def create_tag(json_args: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Create a tag; 409 when one of that name exists."""
+    ensure_name_free(json_args["name"])
+    tag = Tag(created_by=auth.current_user())
+    tag.rename(json_args["name"])
+    db.session.add(tag)
+    db.session.commit()
+    location = url_for("tags.get_tag", name=tag.name, _external=True)
+    return tag_schema.dump(tag), 201, {"Location": location}
+
+
+@bp.get("/<name>/")
+@auth.login_required
+def get_tag(name: str) -> dict[str, Any]:
+    """Return one tag."""
+    return tag_schema.dump(find_tag(name))
+
+
+@bp.route("/<name>/", methods=["PUT", "PATCH"])
+@auth.login_required
+@use_args(TagInput(), location="json")
+def update_tag(name: str, json_args: dict[str, Any]) -> dict[str, Any]:
+    """Rename a tag; its images keep it."""
+    tag = find_tag(name)
+    ensure_may_change(tag, auth.current_user())
+    ensure_name_free(json_args["name"], tag)
+    tag.rename(json_args["name"])
+    db.session.commit()
+    return tag_schema.dump(tag)
+
+
+@bp.delete("/<name>/")
+@auth.login_required
+def delete_tag(name: str) -> Response:
+    """Delete a tag; it leaves every image that had it."""
+    tag = find_tag(name)
+    ensure_may_change(tag, auth.current_user())
+    db.session.delete(tag)
+    db.session.commit()
+    return Response(status=204)

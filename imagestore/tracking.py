@@ -1,0 +1,179 @@
+"""Blueprint "tracking": the read-only /api/trackings/ log, and the recorder that fills it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, Request, Response, abort, current_app, g, request
+from sqlalchemy import insert
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from .auth import auth
+from .extensions import db
+from .models import Tracking, utcnow
+from .pagination import paginate
+from .schemas import TrackingFilters, tracking_schema, use_args
+
+bp = Blueprint("tracking", __name__, url_prefix="/api/trackings")
+log = logging.getLogger(__name__)
+
+# Paths under /api/ that are not recorded: the log itself.
+UNTRACKED_PREFIXES = ("/api/trackings",)
+# Keys whose values are never stored, matched case-insensitively anywhere in the key.
+SECRET_MARKERS = ("password", "secret", "token", "authorization", "cookie", "key")
+REDACTED = "[redacted]"
+TEXT_LIMIT = 512
+
+
+@bp.get("/")
+@auth.login_required(role="admin")
+@use_args(TrackingFilters(), location="query")
+def list_trackings(query_args: dict[str, Any]) -> dict[str, Any]:
+    """Return one page of tracking rows, newest first, that match the filters."""
+    return paginate(Tracking.matching(query_args), tracking_schema, query_args)
+
+
+@bp.get("/<int(max=9223372036854775807):tracking_id>/")
+@auth.login_required(role="admin")
+def get_tracking(tracking_id: int) -> dict[str, Any]:
+    """Return one tracking row."""
+    tracking = db.session.get(Tracking, tracking_id)
+    if tracking is None:
+        abort(404, description=f"No tracking row has the id {tracking_id}.")
+    return tracking_schema.dump(tracking)
+
+
+def is_tracked(path: str) -> bool:
+    """Tell whether a request path is recorded."""
+    return (path == "/api" or path.startswith("/api/")) and not path.startswith(UNTRACKED_PREFIXES)
+
+
+def is_secret(key: str) -> bool:
+    """Tell whether a key names something that must not be stored."""
+    lowered = key.lower()
+    return any(marker in lowered for marker in SECRET_MARKERS)
+
+
+def redact(value: Any) -> Any:
+    """Copy a JSON-like value with the values of secret-looking keys replaced."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if is_secret(str(key)) else redact(item) for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value
+
+
+def flatten(multi: Any) -> dict[str, Any]:
+    """Turn a MultiDict into a dict: one value as itself, several as a list."""
+    return {key: values[0] if len(values) == 1 else values for key, values in multi.lists()}
+
+
+def file_summary(upload: Any) -> dict[str, Any]:
+    """Describe an uploaded file by name, content type and size, never its content."""
+    stream = upload.stream
+    position = stream.tell()
+    size = stream.seek(0, 2)
+    stream.seek(position)
+    return {"filename": upload.filename, "content_type": upload.mimetype, "size": size}
+
+
+def request_data(req: Request, response: Response) -> Any:
+    """Return the request body as JSON-like data: parsed JSON, or form fields and file summaries."""
+    if response.status_code == 413:
+        return None  # the body was refused unread
+    if req.is_json:
+        return req.get_json(silent=True)
+    try:
+        form, files = req.form, req.files
+    except HTTPException:
+        return None
+    if not form and not files:
+        return None
+    data = flatten(form)
+    for key, uploads in files.lists():
+        summaries = [file_summary(upload) for upload in uploads]
+        data[key] = summaries[0] if len(summaries) == 1 else summaries
+    return data
+
+
+def capped(value: Any, limit: int) -> tuple[Any, bool]:
+    """Return the value, or its JSON text cut to `limit` characters when longer; and whether cut."""
+    if value is None:
+        return None, False
+    text = json.dumps(value, default=str)
+    if len(text.encode()) <= limit:
+        return value, False
+    return text.encode()[:limit].decode(errors="ignore"), True
+
+
+def response_body(response: Response) -> Any:
+    """Return a JSON response's body, parsed; None for files and other content."""
+    if response.is_streamed or not response.is_json:
+        return None
+    return response.get_json(silent=True)
+
+
+def describe(req: Request, response: Response) -> dict[str, Any]:
+    """Build the tracking row of a request, redacted and capped."""
+    limit = current_app.config["TRACKING_BODY_LIMIT"]
+    user = auth.current_user()
+    attempted = req.authorization.username if req.authorization else None
+    data, data_cut = capped(redact(request_data(req, response)), limit)
+    body, body_cut = capped(redact(response_body(response)), limit)
+    headers = {
+        key: REDACTED if is_secret(key) else value
+        for key, value in response.headers.items()
+        if key.lower() != "set-cookie"
+    }
+    started = g.get("tracking_started", time.perf_counter())
+    return {
+        "user_id": user.id if user else None,
+        "username": user.username if user else attempted and attempted[:150],
+        "method": req.method,
+        "endpoint": req.path[:1024],
+        "query": redact(flatten(req.args)) or None,
+        "data": data,
+        "status_code": response.status_code,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "remote_addr": req.remote_addr,
+        "user_agent": (req.user_agent.string or None) and req.user_agent.string[:TEXT_LIMIT],
+        "headers": headers,
+        "response": body,
+        "truncated": data_cut or body_cut,
+        "created_at": utcnow(),
+    }
+
+
+def save_tracking(row: dict[str, Any]) -> None:
+    """Insert one tracking row in a transaction of its own."""
+    with db.engine.begin() as connection:
+        connection.execute(insert(Tracking), row)
+
+
+def start_timer() -> None:
+    """Note when the request started, for its duration."""
+    g.tracking_started = time.perf_counter()
+
+
+def record_request(response: Response) -> Response:
+    """Store one tracking row per API call, failed calls included; never fail the response."""
+    if current_app.config["TRACKING_ENABLED"] and is_tracked(request.path):
+        # Whatever the view left uncommitted is abandoned; the row is written on its own.
+        db.session.rollback()
+        try:
+            save_tracking(describe(request, response))
+        except SQLAlchemyError:
+            log.exception("tracking row lost for %s %s", request.method, request.path)
+    return response
+
+
+def init_tracking(app: Flask) -> None:
+    """Time and record every request to the API."""
+    app.before_request(start_timer)
+    app.after_request(record_request)

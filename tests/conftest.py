@@ -1,0 +1,188 @@
+"""Fixtures: an app on a migrated database (SQLite, or PostgreSQL when asked), users, builders."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from flask_migrate import upgrade
+from PIL import Image as PILImage
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from imagestore import create_app
+from imagestore.auth import hash_password
+from imagestore.extensions import db
+from imagestore.models import User
+
+PASSWORD = "correct horse battery staple"
+# Set to a PostgreSQL URL (say postgresql://127.0.0.1:5432/test) to run the suite there too.
+POSTGRES_URL = os.environ.get("IMAGESTORE_TEST_DATABASE_URL")
+
+
+def settings(database_url: str, tmp_path: Any) -> dict[str, Any]:
+    """Return the test configuration of an app on this database."""
+    return {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "test secret",
+        "MEDIA_FOLDER": str(tmp_path / "media"),
+        # A cheap hash keeps the suite fast; one test checks the default method.
+        "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+    }
+
+
+def migrate_database(url: str, tmp_path: Any) -> None:
+    """Apply every migration to an empty database, as `flask db upgrade` does."""
+    app = create_app(settings(url, tmp_path))
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+def admin_connection(url: str) -> psycopg.Connection:
+    """Open an autocommit connection to the server's maintenance database."""
+    server = make_url(url).set(drivername="postgresql", database="postgres")
+    return psycopg.connect(server.render_as_string(hide_password=False), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Migrate one database for the whole run; each test starts from a clean copy of it."""
+    tmp_path = tmp_path_factory.mktemp("template")
+    if POSTGRES_URL is None:
+        path = tmp_path / "template.sqlite"
+        migrate_database(f"sqlite:///{path}", tmp_path)
+        yield str(path)
+        return
+    name = f"imagestore_test_{uuid.uuid4().hex[:12]}"
+    with admin_connection(POSTGRES_URL) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate_database(url, tmp_path)
+        yield url
+    finally:
+        with admin_connection(POSTGRES_URL) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(database_template: str, tmp_path: Any) -> Iterator[str]:
+    """Return the URL of a migrated, empty database for one test."""
+    if POSTGRES_URL is None:
+        path = tmp_path / "imagestore.sqlite"
+        shutil.copyfile(database_template, path)
+        yield f"sqlite:///{path}"
+        return
+    yield database_template
+    app = create_app(settings(database_template, tmp_path))
+    with app.app_context():
+        tables = ", ".join(table.name for table in db.metadata.sorted_tables)
+        with db.engine.begin() as connection:
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        db.engine.dispose()
+
+
+@pytest.fixture
+def app(database_url: str, tmp_path: Any) -> Iterator[Flask]:
+    app = create_app(settings(database_url, tmp_path))
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make_user(app: Flask) -> Callable[..., tuple[str, str]]:
+    """Return a builder of users; each returns (username, password) for `auth=`."""
+
+    def make_user(username: str, admin: bool = False, active: bool = True) -> tuple[str, str]:
+        with app.app_context():
+            user = User(username=username, password_hash=hash_password(PASSWORD))
+            user.is_admin, user.is_active = admin, active
+            db.session.add(user)
+            db.session.commit()
+        return username, PASSWORD
+
+    return make_user
+
+
+@pytest.fixture
+def alice(make_user: Callable[..., tuple[str, str]]) -> tuple[str, str]:
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user: Callable[..., tuple[str, str]]) -> tuple[str, str]:
+    return make_user("bob")
+
+
+@pytest.fixture
+def admin(make_user: Callable[..., tuple[str, str]]) -> tuple[str, str]:
+    return make_user("root", admin=True)
+
+
+def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (8, 6), color: str = "red") -> bytes:
+    """Return a small real image in the given Pillow format."""
+    buffer = io.BytesIO()
+    PILImage.new("RGB", size, color).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def make_tag(client: FlaskClient) -> Callable[..., dict[str, Any]]:
+    """Return a builder that creates a tag through the API and returns its JSON."""
+
+    def make_tag(name: str, auth: tuple[str, str]) -> dict[str, Any]:
+        response = client.post("/api/tags/", json={"name": name}, auth=auth)
+        assert response.status_code == 201, response.json
+        return response.json
+
+    return make_tag
+
+
+@pytest.fixture
+def upload(client: FlaskClient) -> Callable[..., Any]:
+    """Return a builder that uploads an image through the API and returns the response."""
+
+    def upload(
+        auth: tuple[str, str],
+        tags: list[str] | tuple[str, ...] = (),
+        content: bytes | None = None,
+        filename: str = "photo.png",
+    ) -> Any:
+        data = {
+            "image": (io.BytesIO(content if content is not None else image_bytes()), filename),
+            "tags": list(tags),
+        }
+        return client.post("/api/images/", data=data, auth=auth, content_type="multipart/form-data")
+
+    return upload
+
+
+def media_files(app: Flask) -> list[str]:
+    """List the files in the media folder (temporary files included), relative to it."""
+    root = app.config["MEDIA_FOLDER"]
+    return sorted(
+        os.path.relpath(os.path.join(folder, name), root)
+        for folder, _, names in os.walk(root)
+        for name in names
+    )
