@@ -7,9 +7,10 @@ import secrets
 import sqlite3
 from typing import Any
 
-from flask import Flask
+from flask import Flask, g, has_request_context
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from werkzeug.routing import Rule
 
 from . import api, images, tags, tracking
 from .auth import init_auth
@@ -18,6 +19,7 @@ from .errors import register_error_handlers
 from .extensions import db, migrate
 from .storage import init_storage
 
+TEXT_SETTINGS = ("SECRET_KEY", "DATABASE_URL", "MEDIA_FOLDER", "PASSWORD_HASH_METHOD")
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -34,12 +36,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
         app.config.from_prefixed_env("IMAGESTORE")
+        # Values are parsed as JSON; text settings keep the variable's exact text (a key "123").
+        for name in TEXT_SETTINGS:
+            if f"IMAGESTORE_{name}" in os.environ:
+                app.config[name] = os.environ[f"IMAGESTORE_{name}"]
     else:
         app.config.update(test_config)
     os.makedirs(app.instance_path, exist_ok=True)
     derive_settings(app)
 
-    app.url_map.strict_slashes = False  # /api/tags and /api/tags/ both answer, no redirect
     app.json.sort_keys = False
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(PROJECT_ROOT, "migrations"))
@@ -49,8 +54,25 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     tracking.init_tracking(app)
     for blueprint in (api.bp, images.bp, tags.bp, tracking.bp):
         app.register_blueprint(blueprint)
+    answer_both_slashes(app)
     app.cli.add_command(users_cli)
     return app
+
+
+def answer_both_slashes(app: Flask) -> None:
+    """Give every route a twin with or without the trailing slash: both answer, no redirect.
+
+    Werkzeug's own `strict_slashes=False` matching loses the 405 of a slash-less path.
+    """
+    for rule in list(app.url_map.iter_rules()):
+        path = rule.rule
+        twin = Rule(
+            path.removesuffix("/") if path.endswith("/") else f"{path}/",
+            endpoint=rule.endpoint,
+            methods=rule.methods,
+        )
+        twin.provide_automatic_options = rule.provide_automatic_options
+        app.url_map.add(twin)
 
 
 def derive_settings(app: Flask) -> None:
@@ -99,9 +121,26 @@ def instance_secret(instance_path: str) -> str:
 def configure_sqlite(connection: Any, record: Any) -> None:
     """Turn on WAL, a busy timeout and foreign keys for every SQLite connection."""
     if isinstance(connection, sqlite3.Connection):
+        # SQLAlchemy emits BEGIN itself (below) instead of the driver's implicit one.
+        connection.isolation_level = None
         cursor = connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def begin_sqlite(connection: Connection) -> None:
+    """Take SQLite's write lock at BEGIN in transactions that will write.
+
+    A transaction that reads and then writes cannot wait for the lock when another connection
+    wrote meanwhile: it fails at once with "database is locked". `BEGIN IMMEDIATE` waits (busy
+    timeout) at the start instead. Views call `begin_writes()` before their writing
+    transaction; reads, and the tracking insert (whose first statement writes), keep `BEGIN`.
+    """
+    if connection.dialect.name != "sqlite":
+        return
+    writes = not has_request_context() or g.get("db_writes", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")

@@ -4,9 +4,9 @@ import json
 import logging
 from typing import Any, NoReturn
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import BadRequest, Conflict, HTTPException
+from werkzeug.exceptions import BadRequest, Conflict, HTTPException, RequestEntityTooLarge
 
 from .extensions import db
 
@@ -67,13 +67,28 @@ def summarize(messages: Any, path: str = "") -> str:
     return f"{path}: {messages}"
 
 
+def refuse_nul_characters() -> None:
+    """Answer 400 for a NUL character in the path or query: no database stores it in text."""
+    if "\x00" in request.path or any(
+        "\x00" in key + value for key, value in request.args.items(multi=True)
+    ):
+        raise BadRequest("The URL must not contain NUL characters.")
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Answer every error, expected or not, with problem+json."""
+    """Answer every error, expected or not, with problem+json; refuse URLs with NUL characters."""
+    app.before_request(refuse_nul_characters)
 
     # Unexpected exceptions reach this handler as a 500 (Flask logs their traceback first).
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
         return problem_response(error)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge) -> Response:
+        limit = app.config["MAX_UPLOAD_MB"]
+        message = f"The request is larger than the upload limit of {limit} MB."
+        return problem_response(RequestEntityTooLarge(message))
 
     @app.errorhandler(IntegrityError)
     def integrity_error(error: IntegrityError) -> Response:

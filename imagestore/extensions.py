@@ -1,5 +1,6 @@
 """The Flask extensions, created unbound so that every module can import them."""
 
+from flask import g
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
@@ -21,3 +22,9 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
+
+
+def begin_writes() -> None:
+    """End the request's reading transaction; the next one takes the write lock up front."""
+    db.session.rollback()
+    g.db_writes = True

@@ -9,7 +9,7 @@ from werkzeug.datastructures import FileStorage
 
 from .auth import auth
 from .errors import bad_field
-from .extensions import db
+from .extensions import begin_writes, db
 from .imaging import NotAnImage, clean_filename, inspect_image
 from .models import Image, Tag, User, fold_name
 from .pagination import paginate
@@ -27,12 +27,15 @@ from .storage import get_storage
 bp = Blueprint("images", __name__, url_prefix="/api/images")
 log = logging.getLogger(__name__)
 
-# Largest id the database integer columns hold; bigger ids in a URL cannot exist.
-ID = "int(max=2147483647)"
+# Largest id an integer column holds; a bigger id in a URL names no image (checked in the
+# view: a `max=` on the route would turn PATCH or DELETE of such an id into a 405).
+MAX_ID = 2**31 - 1
 
 
 def find_image(image_id: int) -> Image:
     """Return an image with its tags and uploader loaded, or answer 404."""
+    if image_id > MAX_ID:
+        abort(404, description=f"No image has the id {image_id}.")
     query = (
         db.select(Image)
         .where(Image.id == image_id)
@@ -102,11 +105,12 @@ def create_image(
     form_args: dict[str, Any], files_args: dict[str, Any]
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Store an uploaded image with its tags, which must all exist."""
-    tags = find_tags(form_args["tags"], "form")
+    find_tags(form_args["tags"], "form")  # unknown tags are refused before any file is written
     image = store_upload(files_args["image"][0])
-    image.tags = tags
-    image.created_by = auth.current_user()
     try:
+        begin_writes()
+        image.tags = find_tags(form_args["tags"], "form")
+        image.created_by = auth.current_user()
         db.session.add(image)
         db.session.commit()
     except BaseException:
@@ -117,14 +121,14 @@ def create_image(
     return image_schema.dump(image), 201, {"Location": location}
 
 
-@bp.get(f"/<{ID}:image_id>/")
+@bp.get("/<int:image_id>/")
 @auth.login_required
 def get_image(image_id: int) -> dict[str, Any]:
     """Return one image."""
     return image_schema.dump(find_image(image_id))
 
 
-@bp.put(f"/<{ID}:image_id>/")
+@bp.put("/<int:image_id>/")
 @auth.login_required
 @use_args(ImageUpdate(), location="json_or_form")
 def replace_image_tags(image_id: int, json_or_form_args: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +136,7 @@ def replace_image_tags(image_id: int, json_or_form_args: dict[str, Any]) -> dict
     return retag(image_id, json_or_form_args)
 
 
-@bp.patch(f"/<{ID}:image_id>/")
+@bp.patch("/<int:image_id>/")
 @auth.login_required
 @use_args(ImagePatch(), location="json_or_form")
 def update_image_tags(image_id: int, json_or_form_args: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +146,7 @@ def update_image_tags(image_id: int, json_or_form_args: dict[str, Any]) -> dict[
 
 def retag(image_id: int, args: dict[str, Any]) -> dict[str, Any]:
     """Give an image the tags named in `args`, if any, after checking who asks."""
+    begin_writes()
     image = find_image(image_id)
     ensure_may_change(image, auth.current_user())
     if "tags" in args:
@@ -150,10 +155,11 @@ def retag(image_id: int, args: dict[str, Any]) -> dict[str, Any]:
     return image_schema.dump(image)
 
 
-@bp.delete(f"/<{ID}:image_id>/")
+@bp.delete("/<int:image_id>/")
 @auth.login_required
 def delete_image(image_id: int) -> Response:
     """Delete an image, then its file once the row is gone."""
+    begin_writes()
     image = find_image(image_id)
     ensure_may_change(image, auth.current_user())
     key = image.file_key
@@ -166,11 +172,11 @@ def delete_image(image_id: int) -> Response:
     return Response(status=204)
 
 
-@bp.get(f"/<{ID}:image_id>/file")
+@bp.get("/<int:image_id>/file")
 @auth.login_required
 def get_image_file(image_id: int) -> Response:
     """Send an image's stored bytes with their content type."""
-    image = db.session.get(Image, image_id)
+    image = db.session.get(Image, image_id) if image_id <= MAX_ID else None
     if image is None:
         abort(404, description=f"No image has the id {image_id}.")
     return get_storage().send(image.file_key, image.content_type, image.sha256, image.filename)

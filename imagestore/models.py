@@ -173,7 +173,7 @@ class Image(db.Model):
             query = query.where(cls.id.in_(having_all))
         if filters.get("start_date"):
             query = query.where(cls.created_at >= day_start(filters["start_date"]))
-        if filters.get("end_date"):
+        if filters.get("end_date") and filters["end_date"] < date.max:
             next_day = day_start(filters["end_date"]) + timedelta(days=1)
             query = query.where(cls.created_at < next_day)
         return query

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from flask import url_for
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 from webargs.flaskparser import FlaskParser
 
 from .errors import invalid_input
@@ -47,10 +47,12 @@ def normalize_tag_name(value: str) -> str:
         raise ValidationError("Tag name must not be empty.")
     if len(name) > TAG_NAME_MAX:
         raise ValidationError(f"Tag name must be at most {TAG_NAME_MAX} characters.")
-    if any(unicodedata.category(char) in ("Cc", "Cf") for char in name):
+    if any(unicodedata.category(char).startswith("C") for char in name):
         raise ValidationError("Tag name must not contain control characters.")
     if "," in name or "/" in name:
         raise ValidationError("Tag name must not contain ',' or '/'.")
+    if name.strip(".") == "":
+        raise ValidationError("Tag name must not be only dots.")
     return name
 
 
@@ -89,6 +91,13 @@ class UpperString(fields.String):
         return super()._deserialize(value, attr, data, **kwargs).upper()
 
 
+class Input(Schema):
+    """A request body; fields it does not know are ignored, as the old service did."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
 class PageArgs(Schema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
     page_size = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100))
@@ -104,7 +113,7 @@ class TagSchema(Schema):
     created_at = Timestamp()
 
 
-class TagInput(Schema):
+class TagInput(Input):
     name = TagName(required=True)
 
 
@@ -133,7 +142,7 @@ class ImageSchema(Schema):
     created_at = Timestamp()
 
 
-class ImageUploadForm(Schema):
+class ImageUploadForm(Input):
     tags = TagNames(load_default=list)
 
 
@@ -145,11 +154,11 @@ class ImageUploadFiles(Schema):
     )
 
 
-class ImageUpdate(Schema):
+class ImageUpdate(Input):
     tags = TagNames(required=True)
 
 
-class ImagePatch(Schema):
+class ImagePatch(Input):
     tags = TagNames()
 
 

@@ -3,20 +3,26 @@
 from typing import Any
 
 from flask import Blueprint, Response, abort, url_for
+from marshmallow import ValidationError
 from sqlalchemy.orm import joinedload
 
 from .auth import auth
-from .extensions import db
+from .extensions import begin_writes, db
 from .models import Tag, User
 from .pagination import paginate
-from .schemas import TagFilters, TagInput, tag_schema, use_args
+from .schemas import TagFilters, TagInput, normalize_tag_name, tag_schema, use_args
 
 bp = Blueprint("tags", __name__, url_prefix="/api/tags")
 
 
 def find_tag(name: str) -> Tag:
-    """Return the tag with this name, whatever its case, or answer 404."""
-    tag = db.session.scalar(Tag.named(name).options(joinedload(Tag.created_by)))
+    """Return the tag with this name, whatever its case and spacing, or answer 404."""
+    try:
+        name = normalize_tag_name(name)
+    except ValidationError:
+        tag = None  # no tag can have a name that is not valid
+    else:
+        tag = db.session.scalar(Tag.named(name).options(joinedload(Tag.created_by)))
     if tag is None:
         abort(404, description=f"No tag is named {name!r}.")
     return tag
@@ -49,6 +55,7 @@ def list_tags(query_args: dict[str, Any]) -> dict[str, Any]:
 @use_args(TagInput(), location="json")
 def create_tag(json_args: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Create a tag; 409 when one of that name exists."""
+    begin_writes()
     ensure_name_free(json_args["name"])
     tag = Tag(created_by=auth.current_user())
     tag.rename(json_args["name"])
@@ -70,6 +77,7 @@ def get_tag(name: str) -> dict[str, Any]:
 @use_args(TagInput(), location="json")
 def update_tag(name: str, json_args: dict[str, Any]) -> dict[str, Any]:
     """Rename a tag; its images keep it."""
+    begin_writes()
     tag = find_tag(name)
     ensure_may_change(tag, auth.current_user())
     ensure_name_free(json_args["name"], tag)
@@ -82,6 +90,7 @@ def update_tag(name: str, json_args: dict[str, Any]) -> dict[str, Any]:
 @auth.login_required
 def delete_tag(name: str) -> Response:
     """Delete a tag; it leaves every image that had it."""
+    begin_writes()
     tag = find_tag(name)
     ensure_may_change(tag, auth.current_user())
     db.session.delete(tag)

@@ -37,11 +37,11 @@ def list_trackings(query_args: dict[str, Any]) -> dict[str, Any]:
     return paginate(Tracking.matching(query_args), tracking_schema, query_args)
 
 
-@bp.get("/<int(max=9223372036854775807):tracking_id>/")
+@bp.get("/<int:tracking_id>/")
 @auth.login_required(role="admin")
 def get_tracking(tracking_id: int) -> dict[str, Any]:
     """Return one tracking row."""
-    tracking = db.session.get(Tracking, tracking_id)
+    tracking = db.session.get(Tracking, tracking_id) if tracking_id < 2**63 else None
     if tracking is None:
         abort(404, description=f"No tracking row has the id {tracking_id}.")
     return tracking_schema.dump(tracking)
@@ -58,14 +58,27 @@ def is_secret(key: str) -> bool:
     return any(marker in lowered for marker in SECRET_MARKERS)
 
 
+def storable(text: str) -> str:
+    """Return text that every database stores: no NUL, no lone surrogate."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode()
+
+
+def short(text: str | None, limit: int) -> str | None:
+    """Return storable text cut to `limit` characters; None for no text."""
+    return storable(text)[:limit] if text else None
+
+
 def redact(value: Any) -> Any:
     """Copy a JSON-like value with the values of secret-looking keys replaced."""
     if isinstance(value, dict):
         return {
-            key: REDACTED if is_secret(str(key)) else redact(item) for key, item in value.items()
+            storable(str(key)): REDACTED if is_secret(str(key)) else redact(item)
+            for key, item in value.items()
         }
     if isinstance(value, list):
         return [redact(item) for item in value]
+    if isinstance(value, str):
+        return storable(value)
     return value
 
 
@@ -134,15 +147,15 @@ def describe(req: Request, response: Response) -> dict[str, Any]:
     started = g.get("tracking_started", time.perf_counter())
     return {
         "user_id": user.id if user else None,
-        "username": user.username if user else attempted and attempted[:150],
+        "username": user.username if user else short(attempted, 150),
         "method": req.method,
-        "endpoint": req.path[:1024],
+        "endpoint": short(req.path, 1024),
         "query": redact(flatten(req.args)) or None,
         "data": data,
         "status_code": response.status_code,
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         "remote_addr": req.remote_addr,
-        "user_agent": (req.user_agent.string or None) and req.user_agent.string[:TEXT_LIMIT],
+        "user_agent": short(req.user_agent.string, TEXT_LIMIT),
         "headers": headers,
         "response": body,
         "truncated": data_cut or body_cut,
@@ -164,10 +177,12 @@ def start_timer() -> None:
 def record_request(response: Response) -> Response:
     """Store one tracking row per API call, failed calls included; never fail the response."""
     if current_app.config["TRACKING_ENABLED"] and is_tracked(request.path):
-        # Whatever the view left uncommitted is abandoned; the row is written on its own.
-        db.session.rollback()
         try:
-            save_tracking(describe(request, response))
+            row = describe(request, response)
+            # Whatever the view left uncommitted is abandoned; the row is written on its own.
+            db.session.rollback()
+            g.db_writes = False
+            save_tracking(row)
         except SQLAlchemyError:
             log.exception("tracking row lost for %s %s", request.method, request.path)
     return response

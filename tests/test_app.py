@@ -1,0 +1,325 @@
+"""App-wide behaviour: the API root, authentication, errors, configuration and the database."""
+
+import os
+import stat
+
+import pytest
+from conftest import POSTGRES_URL, settings
+from sqlalchemy import inspect, text
+
+from imagestore import create_app
+from imagestore.extensions import db
+from imagestore.models import User
+
+SQLITE_ONLY = pytest.mark.skipif(
+    POSTGRES_URL is not None,
+    reason="checks SQLite connection settings; the suite runs on PostgreSQL",
+)
+
+
+@pytest.fixture
+def make_app():
+    """Return a builder of apps whose database engines are disposed after the test."""
+    apps = []
+
+    def make_app(test_config=None):
+        app = create_app(test_config)
+        apps.append(app)
+        return app
+
+    yield make_app
+    for app in apps:
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def environment(monkeypatch, tmp_path):
+    """Clear every IMAGESTORE_* variable and point the instance folder at a temporary one."""
+    for name in list(os.environ):
+        if name.startswith("IMAGESTORE_"):
+            monkeypatch.delenv(name)
+    instance = tmp_path / "instance"
+    monkeypatch.setenv("IMAGESTORE_INSTANCE_PATH", str(instance))
+    return instance
+
+
+# The API root
+
+
+@pytest.mark.parametrize("path", ["/api/", "/api"])
+def test_api_root_links_to_every_collection(client, alice, path):
+    response = client.get(path, auth=alice)
+
+    assert response.status_code == 200
+    assert response.json == {
+        "images": "http://localhost/api/images/",
+        "tags": "http://localhost/api/tags/",
+        "trackings": "http://localhost/api/trackings/",
+    }
+
+
+def test_api_root_links_use_the_requested_host(client, alice):
+    response = client.get("/api/", auth=alice, base_url="https://images.example.org")
+
+    assert response.json["images"] == "https://images.example.org/api/images/"
+
+
+@pytest.mark.parametrize("path", ["/api/", "/api"])
+def test_api_root_without_credentials_is_401_problem_json(client, path):
+    response = client.get(path)
+
+    assert response.status_code == 401
+    assert response.content_type == "application/problem+json"
+    assert response.json["status"] == 401
+    assert response.json["detail"]
+
+
+def test_api_root_without_credentials_asks_for_basic_auth(client):
+    response = client.get("/api/")
+
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+# Authentication
+
+
+def test_unknown_user_is_401(client):
+    response = client.get("/api/", auth=("nobody", "whatever"))
+
+    assert response.status_code == 401
+    assert response.content_type == "application/problem+json"
+
+
+def test_wrong_password_is_401(client, alice):
+    response = client.get("/api/", auth=("alice", "wrong"))
+
+    assert response.status_code == 401
+    assert response.content_type == "application/problem+json"
+
+
+def test_wrong_password_is_401_after_a_successful_request(client, alice):
+    client.get("/api/", auth=alice)
+
+    response = client.get("/api/", auth=("alice", "wrong"))
+
+    assert response.status_code == 401
+
+
+def test_deactivated_user_is_401(client, make_user):
+    carol = make_user("carol", active=False)
+
+    response = client.get("/api/", auth=carol)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_empty_username_is_401(client, alice):
+    response = client.get("/api/", auth=("", alice[1]))
+
+    assert response.status_code == 401
+
+
+# Errors
+
+
+def test_unknown_api_path_is_404_problem_json(client, alice):
+    response = client.get("/api/nothing-here/", auth=alice)
+
+    assert response.status_code == 404
+    assert response.content_type == "application/problem+json"
+    assert response.json["status"] == 404
+    assert response.json["type"] == "about:blank"
+    assert response.json["detail"]
+
+
+def test_wrong_method_is_405_with_allow_header(client, alice):
+    response = client.delete("/api/", auth=alice)
+
+    assert response.status_code == 405
+    assert response.content_type == "application/problem+json"
+    assert "GET" in response.headers["Allow"]
+    assert response.json["detail"]
+
+
+def test_unexpected_exception_is_500_problem_json_without_traceback(app, client, alice):
+    def explode():
+        raise RuntimeError("internal detail that must not leak")
+
+    app.add_url_rule("/api/explode/", "explode", explode)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    response = client.get("/api/explode/", auth=alice)
+
+    assert response.status_code == 500
+    assert response.content_type == "application/problem+json"
+    assert response.json["status"] == 500
+    assert response.json["detail"]
+    assert "Traceback" not in response.text
+    assert "must not leak" not in response.text
+
+
+# Configuration
+
+
+def test_instance_path_is_read_from_the_environment(environment, make_app):
+    app = make_app()
+
+    assert app.instance_path == str(environment)
+
+
+def test_database_url_is_read_from_the_environment(environment, monkeypatch, tmp_path, make_app):
+    url = f"sqlite:///{tmp_path}/from-env.sqlite"
+    monkeypatch.setenv("IMAGESTORE_DATABASE_URL", url)
+
+    app = make_app()
+
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == url
+
+
+def test_max_upload_is_read_from_the_environment(environment, monkeypatch, make_app):
+    monkeypatch.setenv("IMAGESTORE_MAX_UPLOAD_MB", "5")
+
+    app = make_app()
+
+    assert app.config["MAX_CONTENT_LENGTH"] == 5 * 1024 * 1024
+
+
+def test_max_upload_defaults_to_20_mb(environment, make_app):
+    app = make_app()
+
+    assert app.config["MAX_CONTENT_LENGTH"] == 20 * 1024 * 1024
+
+
+def test_environment_is_ignored_when_a_test_config_is_given(
+    environment, monkeypatch, tmp_path, make_app
+):
+    monkeypatch.setenv("IMAGESTORE_MAX_UPLOAD_MB", "5")
+
+    app = make_app(settings(f"sqlite:///{tmp_path}/test.sqlite", tmp_path))
+
+    assert app.config["MAX_CONTENT_LENGTH"] == 20 * 1024 * 1024
+
+
+def test_default_database_is_a_sqlite_file_in_the_instance_folder(environment, make_app):
+    app = make_app()
+
+    with app.app_context():
+        url = db.engine.url
+    assert url.get_backend_name() == "sqlite"
+    assert url.database == str(environment / "imagestore.sqlite")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgres://someone@db.example.org/images", "postgresql://someone@db.example.org/images"],
+)
+def test_postgres_urls_use_psycopg(tmp_path, make_app, url):
+    app = make_app(settings(url, tmp_path))
+
+    assert (
+        app.config["SQLALCHEMY_DATABASE_URI"]
+        == "postgresql+psycopg://someone@db.example.org/images"
+    )
+
+
+def test_secret_key_is_generated_into_the_instance_folder(environment, make_app):
+    app = make_app()
+
+    path = environment / "secret_key"
+    assert path.read_text().strip() == app.config["SECRET_KEY"]
+    assert len(app.config["SECRET_KEY"]) >= 32
+
+
+def test_generated_secret_key_is_readable_by_its_owner_only(environment, make_app):
+    make_app()
+
+    mode = stat.S_IMODE((environment / "secret_key").stat().st_mode)
+    assert mode == 0o600
+
+
+def test_generated_secret_key_is_reused_by_the_next_app(environment, make_app):
+    first = make_app()
+
+    second = make_app()
+
+    assert second.config["SECRET_KEY"] == first.config["SECRET_KEY"]
+
+
+def test_secret_key_from_the_environment_wins_over_the_generated_one(
+    environment, monkeypatch, make_app
+):
+    make_app()
+    monkeypatch.setenv("IMAGESTORE_SECRET_KEY", "from the environment")
+
+    app = make_app()
+
+    assert app.config["SECRET_KEY"] == "from the environment"
+
+
+def test_numeric_secret_key_from_the_environment_is_kept_as_text(
+    environment, monkeypatch, make_app
+):
+    monkeypatch.setenv("IMAGESTORE_SECRET_KEY", "123456")
+
+    app = make_app()
+
+    assert app.config["SECRET_KEY"] == "123456"
+
+
+def test_passwords_are_hashed_with_scrypt_by_default(database_url, tmp_path, make_app):
+    config = settings(database_url, tmp_path)
+    del config["PASSWORD_HASH_METHOD"]
+    app = make_app(config)
+
+    result = app.test_cli_runner().invoke(args=["users", "create", "carol", "--password", "pw"])
+
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        stored = db.session.scalar(db.select(User.password_hash).where(User.username == "carol"))
+    assert stored.startswith("scrypt:")
+
+
+# Database
+
+
+def test_migrations_upgrade_a_fresh_sqlite_database(tmp_path, make_app):
+    app = make_app(settings(f"sqlite:///{tmp_path}/fresh.sqlite", tmp_path))
+
+    result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        tables = set(inspect(db.engine).get_table_names())
+    assert set(db.metadata.tables) <= tables
+
+
+def test_migrated_database_matches_the_models(tmp_path, make_app):
+    app = make_app(settings(f"sqlite:///{tmp_path}/fresh.sqlite", tmp_path))
+    runner = app.test_cli_runner()
+    runner.invoke(args=["db", "upgrade"])
+
+    result = runner.invoke(args=["db", "check"])
+
+    assert result.exit_code == 0, result.output
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    ("pragma", "expected"),
+    [("journal_mode", "wal"), ("foreign_keys", 1)],
+)
+def test_sqlite_connections_are_configured(app, pragma, expected):
+    with app.app_context():
+        value = db.session.execute(text(f"PRAGMA {pragma}")).scalar()
+
+    assert value == expected
+
+
+@SQLITE_ONLY
+def test_sqlite_connections_wait_when_the_database_is_busy(app):
+    with app.app_context():
+        timeout = db.session.execute(text("PRAGMA busy_timeout")).scalar()
+
+    assert timeout > 0
