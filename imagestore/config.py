@@ -8,14 +8,39 @@ MAX_UPLOAD_MB = 20
 MAX_IMAGE_PIXELS = 50_000_000
 # Image formats accepted on upload, as Pillow names them.
 IMAGE_FORMATS = ["JPEG", "PNG", "GIF", "WEBP"]
+# Longest side, in pixels, of the thumbnails that `?size=` may ask for; no other size is made.
+THUMBNAIL_SIZES = [128, 256, 512]
+# How long clients may cache a downloaded file or thumbnail (Cache-Control: private, max-age).
+FILE_CACHE_SECONDS = 86400
+# Age, in seconds, an unused file must reach before `flask storage check --repair` removes it.
+STORAGE_REPAIR_GRACE_SECONDS = 3600
+# Where files are stored: empty or file:///folder for a local folder, s3://bucket/prefix for an
+# S3-compatible object store (credentials from the standard AWS_* variables or the S3_* below).
+STORAGE_URL = ""
+# S3 endpoint (for a non-AWS store), region and keys; empty means the standard AWS settings.
+S3_ENDPOINT_URL = ""
+S3_REGION = ""
+S3_ACCESS_KEY_ID = ""
+S3_SECRET_ACCESS_KEY = ""
+# Seconds to wait for the object store before answering 503.
+S3_TIMEOUT_SECONDS = 10
+# When above 0, downloads redirect to a presigned URL valid this many seconds (no bytes through us).
+S3_PRESIGNED_DOWNLOAD_SECONDS = 0
 # Folder for stored image files; empty means `media/` in the instance folder.
 MEDIA_FOLDER = ""
 # Bytes of a JSON response body kept in a tracking row before it is cut.
 TRACKING_BODY_LIMIT = 4096
 # Record a tracking row for every API call (turned off only to measure its cost).
 TRACKING_ENABLED = True
+# Write tracking rows from a background thread of each worker, in batches (False: each request
+# writes its own row before it ends).
+TRACKING_WRITE_BEHIND = True
 # Seconds a verified Basic-auth password is remembered by a worker, and how many are remembered.
 AUTH_CACHE_SECONDS = 60
 AUTH_CACHE_SIZE = 1024
 # Hash method for new passwords (werkzeug.security.generate_password_hash).
 PASSWORD_HASH_METHOD = "scrypt"
+# Level of the JSON log lines on stderr: DEBUG, INFO (one line per request), WARNING or ERROR.
+LOG_LEVEL = "INFO"
+# Proxies in front of the app whose X-Forwarded-For and -Proto are believed; 0 believes none.
+PROXY_HOPS = 0

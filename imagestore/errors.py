@@ -1,18 +1,35 @@
 """One JSON shape for every error: RFC 9457 problem details with `detail` always present."""
 
+import errno
 import json
 import logging
 from typing import Any, NoReturn
 
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import BadRequest, Conflict, HTTPException, RequestEntityTooLarge
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.exceptions import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    HTTPException,
+    RequestEntityTooLarge,
+    ServiceUnavailable,
+)
+from werkzeug.formparser import FormDataParser
 
 from .extensions import db
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class InsufficientStorage(HTTPException):
+    """507: the server has no room left to store the request's data."""
+
+    code = 507
+    description = "The server has no room left to store the data."
 
 
 def error_body(error: HTTPException) -> dict[str, Any]:
@@ -22,7 +39,9 @@ def error_body(error: HTTPException) -> dict[str, Any]:
     if messages and detail == type(error).description:
         detail = summarize(messages)  # webargs aborts on bad JSON without a description
     body = {"type": "about:blank", "title": error.name, "status": error.code, "detail": detail}
-    return body | {"errors": stringify_keys(messages)} if messages else body
+    if messages:
+        body["errors"] = stringify_keys(messages)
+    return body | (getattr(error, "data", None) or {}).get("extra", {})
 
 
 def stringify_keys(messages: Any) -> Any:
@@ -40,10 +59,33 @@ def problem_response(error: HTTPException) -> Response:
     return response
 
 
-def invalid_input(messages: dict) -> NoReturn:
+def invalid_input(messages: dict, detail: str | None = None) -> NoReturn:
     """Abort with a 400 that lists the field messages, keyed by location then field."""
-    error = BadRequest(description=summarize(messages))
+    messages = name_body_location(messages)
+    error = BadRequest(description=detail or summarize(messages))
     error.data = {"messages": messages}
+    raise error
+
+
+def name_body_location(messages: dict) -> dict:
+    """Key a JSON-or-form body's messages by what the client sent: `json` or `form`."""
+    if "json_or_form" not in messages:
+        return messages
+    sent = "json" if request.is_json else "form"
+    return {sent if key == "json_or_form" else key: value for key, value in messages.items()}
+
+
+def conflict(detail: str, **extra: Any) -> NoReturn:
+    """Abort with a 409 whose body also carries `extra` members (such as the existing id)."""
+    error = Conflict(description=detail)
+    error.data = {"extra": extra}
+    raise error
+
+
+def forbidden(detail: str, **extra: Any) -> NoReturn:
+    """Abort with a 403 whose body also carries `extra` members (such as the refused ids)."""
+    error = Forbidden(description=detail)
+    error.data = {"extra": extra}
     raise error
 
 
@@ -75,13 +117,31 @@ def refuse_nul_characters() -> None:
         raise BadRequest("The URL must not contain NUL characters.")
 
 
+class StrictFormRequest(Request):
+    """A request whose malformed form body is a 400, where werkzeug reads it as an empty form."""
+
+    def make_form_data_parser(self) -> FormDataParser:
+        parser = super().make_form_data_parser()
+        parser.silent = False
+        return parser
+
+    def _load_form_data(self) -> None:
+        try:
+            super()._load_form_data()
+        except ValueError:
+            raise BadRequest("The form body is malformed.") from None
+
+
 def register_error_handlers(app: Flask) -> None:
     """Answer every error, expected or not, with problem+json; refuse URLs with NUL characters."""
     app.before_request(refuse_nul_characters)
+    app.request_class = StrictFormRequest
 
     # Unexpected exceptions reach this handler as a 500 (Flask logs their traceback first).
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
+        if error.code >= 500:
+            db.session.rollback()  # after-request hooks (log, tracking) read the user again
         return problem_response(error)
 
     @app.errorhandler(RequestEntityTooLarge)
@@ -90,9 +150,25 @@ def register_error_handlers(app: Flask) -> None:
         message = f"The request is larger than the upload limit of {limit} MB."
         return problem_response(RequestEntityTooLarge(message))
 
+    @app.errorhandler(OSError)
+    def storage_error(error: OSError) -> Response:
+        # Only the file store does I/O in a request: a full disk is 507, anything else 503.
+        db.session.rollback()
+        log.exception("file store error", exc_info=error)
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return problem_response(InsufficientStorage("The file store is full."))
+        return problem_response(ServiceUnavailable("The file store failed; try again later."))
+
     @app.errorhandler(IntegrityError)
     def integrity_error(error: IntegrityError) -> Response:
         # A concurrent request won a uniqueness race; the client can retry or pick another name.
         db.session.rollback()
         log.warning("integrity error: %s", error.orig)
         return problem_response(Conflict("The change conflicts with data saved meanwhile."))
+
+    @app.errorhandler(StaleDataError)
+    def stale_data(error: StaleDataError) -> Response:
+        # A concurrent request changed or deleted the rows this one was changing.
+        db.session.rollback()
+        log.warning("stale data: %s", error)
+        return problem_response(Conflict("Another request changed the same data; try again."))

@@ -1,22 +1,34 @@
 """Blueprint "images": /api/images/, upload, list, filter, fetch, re-tag and delete images."""
 
 import logging
-from typing import Any
+import os
+from typing import Any, NoReturn
 
 from flask import Blueprint, Response, abort, current_app, url_for
 from sqlalchemy.orm import joinedload, selectinload
-from werkzeug.datastructures import FileStorage
 
 from .auth import auth
-from .errors import bad_field
+from .content import (
+    BadUploads,
+    CheckedUpload,
+    checked_uploads,
+    place_and_commit,
+    release_content,
+    thumbnail,
+)
+from .errors import bad_field, conflict, invalid_input
 from .extensions import begin_writes, db
-from .imaging import NotAnImage, clean_filename, inspect_image
-from .models import Image, Tag, User, fold_name
+from .models import Image, Tag, User, fold_name, lock_content
+from .openapi import doc
 from .pagination import paginate
 from .schemas import (
+    CreateMissingTags,
+    FileArgs,
     ImageFilters,
     ImagePatch,
+    ImageSchema,
     ImageUpdate,
+    ImageUploadArgs,
     ImageUploadFiles,
     ImageUploadForm,
     image_schema,
@@ -32,8 +44,11 @@ log = logging.getLogger(__name__)
 MAX_ID = 2**31 - 1
 
 
-def find_image(image_id: int) -> Image:
-    """Return an image with its tags and uploader loaded, or answer 404."""
+def find_image(image_id: int, for_update: bool = False) -> Image:
+    """Return an image with its tags and uploader loaded, or answer 404.
+
+    `for_update` locks its row (PostgreSQL) so that concurrent changes of it wait in turn.
+    """
     if image_id > MAX_ID:
         abort(404, description=f"No image has the id {image_id}.")
     query = (
@@ -41,14 +56,18 @@ def find_image(image_id: int) -> Image:
         .where(Image.id == image_id)
         .options(selectinload(Image.tags), joinedload(Image.created_by))
     )
+    if for_update:
+        query = query.with_for_update(of=Image)
     image = db.session.scalar(query)
     if image is None:
         abort(404, description=f"No image has the id {image_id}.")
     return image
 
 
-def find_tags(names: list[str], location: str) -> list[Tag]:
-    """Return the tags with these names, or answer 400 naming the ones that do not exist."""
+def find_tags(
+    names: list[str], location: str, create_missing: bool = False, field: str = "tags"
+) -> list[Tag]:
+    """Return the tags with these names; create the missing ones or answer 400 naming them."""
     if not names:
         return []
     found = db.session.scalars(
@@ -56,9 +75,34 @@ def find_tags(names: list[str], location: str) -> list[Tag]:
     ).all()
     known = {tag.name_folded for tag in found}
     missing = [name for name in names if fold_name(name) not in known]
-    if missing:
-        bad_field(location, "tags", f"Unknown tags: {', '.join(missing)}.")
-    return list(found)
+    if missing and not create_missing:
+        bad_field(location, field, f"Unknown tags: {', '.join(missing)}.")
+    created = []
+    for name in missing:
+        tag = Tag(created_by=auth.current_user())
+        tag.rename(name)
+        created.append(tag)
+    db.session.add_all(created)
+    return [*found, *created]
+
+
+def refuse_bad_uploads(error: BadUploads, count: int) -> NoReturn:
+    """Answer 400 naming each file that is not an accepted image, by position and name."""
+    if count == 1:
+        bad_field("files", "image", error.failures[0].reason)
+    messages = {
+        str(failure.position): [f"{failure.filename or 'unnamed'}: {failure.reason}"]
+        for failure in error.failures
+    }
+    listed = "; ".join(
+        f"#{failure.position} {failure.filename or 'unnamed'}: {failure.reason}"
+        for failure in error.failures
+    )
+    invalid_input(
+        {"files": {"image": messages}},
+        detail=f"{len(error.failures)} of {count} files are not accepted images,"
+        f" so none was stored. {listed}",
+    )
 
 
 def ensure_may_change(image: Image, user: User) -> None:
@@ -67,26 +111,8 @@ def ensure_may_change(image: Image, user: User) -> None:
         abort(403, description="Only the image's uploader or an administrator may change it.")
 
 
-def store_upload(upload: FileStorage) -> Image:
-    """Check an uploaded file, store it and return its (unsaved) Image row."""
-    config = current_app.config
-    try:
-        info = inspect_image(upload.stream, config["IMAGE_FORMATS"], config["MAX_IMAGE_PIXELS"])
-    except NotAnImage as error:
-        bad_field("files", "image", str(error))
-    stored = get_storage().save(upload.stream, info.suffix)
-    return Image(
-        filename=clean_filename(upload.filename, info.suffix),
-        file_key=stored.key,
-        content_type=info.content_type,
-        size=stored.size,
-        width=info.width,
-        height=info.height,
-        sha256=stored.sha256,
-    )
-
-
 @bp.get("/")
+@doc(image_schema, page=True)
 @auth.login_required
 @use_args(ImageFilters(), location="query")
 def list_images(query_args: dict[str, Any]) -> dict[str, Any]:
@@ -98,30 +124,59 @@ def list_images(query_args: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.post("/")
+@doc(
+    (image_schema, ImageSchema(many=True)),  # one file: the image; several: the list of them
+    status=201,
+    errors=(409,),
+    headers={"Location": "URL of the new image (one file only)"},
+)
 @auth.login_required
+@use_args(ImageUploadArgs(), location="query")
 @use_args(ImageUploadForm(), location="form")
 @use_args(ImageUploadFiles(), location="files")
 def create_image(
-    form_args: dict[str, Any], files_args: dict[str, Any]
+    query_args: dict[str, Any], form_args: dict[str, Any], files_args: dict[str, Any]
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Store an uploaded image with its tags, which must all exist."""
-    find_tags(form_args["tags"], "form")  # unknown tags are refused before any file is written
-    image = store_upload(files_args["image"][0])
+    """Store uploaded images (one, or up to 100 at once) with shared tags, all or nothing."""
+    create_missing = query_args["create_missing_tags"]
+    uploads = files_args["image"]
+    # Unknown tags are refused before any file is staged.
+    find_tags(form_args["tags"], "form", create_missing=create_missing)
+    db.session.rollback()
     try:
-        begin_writes()
-        image.tags = find_tags(form_args["tags"], "form")
-        image.created_by = auth.current_user()
-        db.session.add(image)
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        get_storage().delete(image.file_key)
-        raise
-    location = url_for("images.get_image", image_id=image.id, _external=True)
-    return image_schema.dump(image), 201, {"Location": location}
+        with checked_uploads(uploads) as checked:
+            begin_writes()
+            tags = find_tags(form_args["tags"], "form", create_missing=create_missing)
+            if query_args["on_duplicate"] == "reject":
+                refuse_duplicates(checked)
+            images = [upload.new_image() for upload in checked]
+            for image in images:
+                image.tags = tags
+                image.created_by = auth.current_user()
+            place_and_commit(checked, images)
+    except BadUploads as error:
+        refuse_bad_uploads(error, len(uploads))
+    if len(images) > 1:
+        return image_schema.dump(images, many=True), 201, {}
+    location = url_for("images.get_image", image_id=images[0].id, _external=True)
+    return image_schema.dump(images[0]), 201, {"Location": location}
+
+
+def refuse_duplicates(checked: list[CheckedUpload]) -> None:
+    """Answer 409 with the existing image's id when an upload's bytes are already stored."""
+    for upload in checked:
+        lock_content(upload.staged.sha256)
+        existing = Image.first_with_content(upload.staged.sha256)
+        if existing is not None:
+            conflict(
+                f"Image {existing} has the same content.",
+                existing_id=existing,
+                existing=url_for("images.get_image", image_id=existing, _external=True),
+            )
 
 
 @bp.get("/<int:image_id>/")
+@doc(image_schema)
 @auth.login_required
 def get_image(image_id: int) -> dict[str, Any]:
     """Return one image."""
@@ -129,54 +184,86 @@ def get_image(image_id: int) -> dict[str, Any]:
 
 
 @bp.put("/<int:image_id>/")
+@doc(image_schema, errors=(403,))
 @auth.login_required
+@use_args(CreateMissingTags(), location="query")
 @use_args(ImageUpdate(), location="json_or_form")
-def replace_image_tags(image_id: int, json_or_form_args: dict[str, Any]) -> dict[str, Any]:
+def replace_image_tags(
+    image_id: int, query_args: dict[str, Any], json_or_form_args: dict[str, Any]
+) -> dict[str, Any]:
     """Replace an image's tags (PUT: `tags` is required, an empty list removes them all)."""
-    return retag(image_id, json_or_form_args)
+    return retag(image_id, json_or_form_args, query_args["create_missing_tags"])
 
 
 @bp.patch("/<int:image_id>/")
+@doc(image_schema, errors=(403,))
 @auth.login_required
+@use_args(CreateMissingTags(), location="query")
 @use_args(ImagePatch(), location="json_or_form")
-def update_image_tags(image_id: int, json_or_form_args: dict[str, Any]) -> dict[str, Any]:
+def update_image_tags(
+    image_id: int, query_args: dict[str, Any], json_or_form_args: dict[str, Any]
+) -> dict[str, Any]:
     """Replace an image's tags when `tags` is given (PATCH: every field is optional)."""
-    return retag(image_id, json_or_form_args)
+    return retag(image_id, json_or_form_args, query_args["create_missing_tags"])
 
 
-def retag(image_id: int, args: dict[str, Any]) -> dict[str, Any]:
+def retag(image_id: int, args: dict[str, Any], create_missing: bool) -> dict[str, Any]:
     """Give an image the tags named in `args`, if any, after checking who asks."""
     begin_writes()
-    image = find_image(image_id)
+    image = find_image(image_id, for_update=True)
     ensure_may_change(image, auth.current_user())
     if "tags" in args:
-        image.tags = find_tags(args["tags"], "json_or_form")
+        image.tags = find_tags(args["tags"], "json_or_form", create_missing=create_missing)
         db.session.commit()
     return image_schema.dump(image)
 
 
 @bp.delete("/<int:image_id>/")
+@doc(status=204, errors=(403,))
 @auth.login_required
 def delete_image(image_id: int) -> Response:
-    """Delete an image, then its file once the row is gone."""
+    """Delete an image, then its file once no other image uses the same bytes."""
     begin_writes()
-    image = find_image(image_id)
+    image = find_image(image_id, for_update=True)
     ensure_may_change(image, auth.current_user())
-    key = image.file_key
+    sha256, key = image.sha256, image.file_key
     db.session.delete(image)
     db.session.commit()
-    try:
-        get_storage().delete(key)
-    except OSError:
-        log.exception("file %s of deleted image %s was not removed", key, image_id)
+    release_content(sha256, key)
     return Response(status=204)
 
 
 @bp.get("/<int:image_id>/file")
+@doc(media_type="image/*")
 @auth.login_required
-def get_image_file(image_id: int) -> Response:
-    """Send an image's stored bytes with their content type."""
+@use_args(FileArgs(), location="query")
+def get_image_file(image_id: int, query_args: dict[str, Any]) -> Response:
+    """Send an image's bytes, or one of its thumbnails, with caching and range support."""
     image = db.session.get(Image, image_id) if image_id <= MAX_ID else None
     if image is None:
         abort(404, description=f"No image has the id {image_id}.")
-    return get_storage().send(image.file_key, image.content_type, image.sha256, image.filename)
+    size = query_args.get("size")
+    if size is None:
+        key, mimetype, etag, filename = (
+            image.file_key,
+            image.content_type,
+            image.sha256,
+            image.filename,
+        )
+    elif size in current_app.config["THUMBNAIL_SIZES"]:
+        key, mimetype = thumbnail(image, size), "image/webp"
+        etag, filename = (
+            f"{image.sha256}-{size}",
+            f"{os.path.splitext(image.filename)[0]}-{size}.webp",
+        )
+    else:
+        sizes = ", ".join(map(str, current_app.config["THUMBNAIL_SIZES"]))
+        bad_field("query", "size", f"Must be one of: {sizes}.")
+    response = get_storage().send(
+        key, mimetype=mimetype, etag=etag, filename=filename, last_modified=image.created_at
+    )
+    if response.status_code != 302:  # a presigned redirect is cached only while it lives
+        max_age = current_app.config["FILE_CACHE_SECONDS"]
+        response.headers["Cache-Control"] = f"private, max-age={max_age}"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -19,10 +20,13 @@ from sqlalchemy import (
     Table,
     func,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship, undefer
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from .extensions import db
@@ -60,6 +64,32 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(UTC)
 
 
+class walk_in_order(FunctionElement):
+    """A column that, on SQLite, may not lead an ordered select: the ORDER BY index leads.
+
+    Given `id IN (images of a tag)`, SQLite starts from that list, thousands of rows long for a
+    common tag, and sorts it all for a page of 10. A unary `+` keeps the term from choosing the
+    plan (SQLite's documented way), so the date index is walked and stops at the page's last
+    row. Unordered selects (the count) keep the list. Elsewhere it is the plain column.
+    """
+
+    inherit_cache = True
+    type = Integer()
+    name = "walk_in_order"
+
+
+@compiles(walk_in_order)
+def compile_walk_in_order(element: walk_in_order, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(walk_in_order, "sqlite")
+def compile_walk_in_order_sqlite(element: walk_in_order, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    selectable = compiler.stack[-1]["selectable"] if compiler.stack else None
+    return f"+{column}" if getattr(selectable, "_order_by_clauses", ()) else column
+
+
 def fold_name(name: str) -> str:
     """Return the key under which a name is compared: NFC, case-folded."""
     return unicodedata.normalize("NFC", name).casefold()
@@ -74,7 +104,9 @@ image_tags = Table(
     "image_tags",
     db.metadata,
     Column("image_id", ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
-    Column("tag_id", ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True, index=True),
+    Column("tag_id", ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True),
+    # Covers "images having this tag" without reading the table (the key covers the reverse).
+    Index("ix_image_tags_tag_id_image_id", "tag_id", "image_id"),
 )
 
 
@@ -90,6 +122,34 @@ class User(db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.username}>"
+
+
+class Token(db.Model):
+    """A bearer token of a user: only its SHA-256 is stored, the secret is shown once."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
+
+    @staticmethod
+    def hash(secret: str) -> str:
+        """Return the stored form of a token's secret: its SHA-256 in hexadecimal."""
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    @classmethod
+    def owned_by(cls, user: User) -> Select:
+        """Select a user's tokens, newest first."""
+        return select(cls).where(cls.user_id == user.id).order_by(cls.id.desc())
+
+    def __repr__(self) -> str:
+        return f"<Token {self.id} {self.name}>"
 
 
 class Tag(db.Model):
@@ -112,12 +172,20 @@ class Tag(db.Model):
     @classmethod
     def named(cls, name: str) -> Select:
         """Select the tag with this name, whatever its case."""
-        return select(cls).where(cls.name_folded == fold_name(name))
+        return (
+            select(cls).where(cls.name_folded == fold_name(name)).options(undefer(cls.image_count))
+        )
 
     @classmethod
     def matching(cls, filters: dict[str, Any]) -> Select:
-        """Select tags whose name contains `name` (any case), sorted by name."""
-        query = select(cls).order_by(cls.name_folded, cls.id)
+        """Select tags whose name contains `name` (any case), in the order asked (by name)."""
+        field = filters.get("ordering", "name")
+        column = {"name": cls.name_folded}.get(field.lstrip("-")) or getattr(cls, field.lstrip("-"))
+        if field.startswith("-"):
+            query = select(cls).order_by(column.desc(), cls.id.desc())
+        else:
+            query = select(cls).order_by(column.asc(), cls.id.asc())
+        query = query.options(undefer(cls.image_count))
         if filters.get("name"):
             needle = fold_name(filters["name"])
             escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -128,27 +196,34 @@ class Tag(db.Model):
         return f"<Tag {self.name}>"
 
 
-# How many images carry the tag, counted by the same query that loads the tag.
+# How many images carry the tag, counted by the same query that loads the tag. Deferred: the
+# tags of listed images do not need it (Tag.matching and Tag.named load it).
 Tag.image_count = column_property(
     select(func.count(image_tags.c.image_id))
     .where(image_tags.c.tag_id == Tag.id)
     .correlate_except(image_tags)
-    .scalar_subquery()
+    .scalar_subquery(),
+    deferred=True,
 )
 
 
 class Image(db.Model):
     __tablename__ = "images"
-    __table_args__ = (Index("ix_images_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_images_created_at_id", "created_at", "id"),
+        Index("ix_images_size_id", "size", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # The sanitized name the client gave; the file itself is stored under `file_key`.
     filename: Mapped[str] = mapped_column(String(255))
-    file_key: Mapped[str] = mapped_column(String(255), unique=True)
-    content_type: Mapped[str] = mapped_column(String(50))
+    # Content-addressed: every image with the same bytes shares the file under this key.
+    file_key: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(50), index=True)
+    format: Mapped[str] = mapped_column(String(10))
     size: Mapped[int] = mapped_column(BigInteger)
-    width: Mapped[int]
-    height: Mapped[int]
+    width: Mapped[int] = mapped_column(index=True)
+    height: Mapped[int] = mapped_column(index=True)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -158,28 +233,88 @@ class Image(db.Model):
 
     @classmethod
     def matching(cls, filters: dict[str, Any]) -> Select:
-        """Select images, newest first, that match the list filters."""
-        query = select(cls).order_by(cls.created_at.desc(), cls.id.desc())
-        if filters.get("tags"):
-            folded = {fold_name(name) for name in filters["tags"]}
-            # One grouped sub-select finds the images that have every tag asked for.
-            having_all = (
-                select(image_tags.c.image_id)
-                .join(Tag, Tag.id == image_tags.c.tag_id)
-                .where(Tag.name_folded.in_(folded))
-                .group_by(image_tags.c.image_id)
-                .having(func.count(func.distinct(Tag.id)) == len(folded))
-            )
-            query = query.where(cls.id.in_(having_all))
+        """Select images that match the list filters, in the order asked (newest first)."""
+        field = filters.get("ordering", "-created_at")
+        column = getattr(cls, field.lstrip("-"))
+        if field.startswith("-"):
+            query = select(cls).order_by(column.desc(), cls.id.desc())
+        else:
+            query = select(cls).order_by(column.asc(), cls.id.asc())
+        # Newest images of one tag: walk the date index, checking the tag (see walk_in_order).
+        walk = len(filters.get("tags") or ()) == 1 and field.lstrip("-") == "created_at"
+        for condition in cls.tag_conditions(filters, walk_in_order(cls.id) if walk else cls.id):
+            query = query.where(condition)
+        if filters.get("sha256"):
+            query = query.where(cls.sha256 == filters["sha256"])
         if filters.get("start_date"):
             query = query.where(cls.created_at >= day_start(filters["start_date"]))
         if filters.get("end_date") and filters["end_date"] < date.max:
             next_day = day_start(filters["end_date"]) + timedelta(days=1)
             query = query.where(cls.created_at < next_day)
+        if filters.get("created_after"):
+            query = query.where(cls.created_at >= filters["created_after"])
+        if filters.get("created_before"):
+            query = query.where(cls.created_at < filters["created_before"])
+        if filters.get("created_by"):
+            uploader = select(User.id).where(User.username == filters["created_by"])
+            query = query.where(cls.created_by_id.in_(uploader.scalar_subquery()))
+        if filters.get("content_type"):
+            query = query.where(cls.content_type == filters["content_type"].lower())
+        if filters.get("min_width"):
+            query = query.where(cls.width >= filters["min_width"])
+        if filters.get("min_height"):
+            query = query.where(cls.height >= filters["min_height"])
         return query
+
+    @classmethod
+    def tag_conditions(cls, filters: dict[str, Any], key: Any = None) -> list[Any]:
+        """Return the WHERE conditions of the tag filters: sub-selects, never a join per tag."""
+        conditions = []
+        if filters.get("tags"):
+            # One sub-select per tag asked for (images having all of them), each read from the
+            # (tag_id, image_id) index; a grouped sub-select sorted every tagged row instead.
+            for folded in sorted({fold_name(name) for name in filters["tags"]}):
+                tag_id = select(Tag.id).where(Tag.name_folded == folded).scalar_subquery()
+                tagged = select(image_tags.c.image_id).where(image_tags.c.tag_id == tag_id)
+                conditions.append((cls.id if key is None else key).in_(tagged))
+        if filters.get("any_tags"):
+            conditions.append(cls.id.in_(images_tagged(filters["any_tags"])))
+        if filters.get("exclude_tags"):
+            conditions.append(cls.id.not_in(images_tagged(filters["exclude_tags"])))
+        if filters.get("untagged") is not None:
+            tagged = select(image_tags.c.image_id).where(image_tags.c.image_id == cls.id).exists()
+            conditions.append(~tagged if filters["untagged"] else tagged)
+        return conditions
+
+    @classmethod
+    def first_with_content(cls, sha256: str) -> int | None:
+        """Return the id of the oldest image with these bytes, if any."""
+        query = select(cls.id).where(cls.sha256 == sha256).order_by(cls.id).limit(1)
+        return db.session.scalar(query)
 
     def __repr__(self) -> str:
         return f"<Image {self.id} {self.filename}>"
+
+
+def lock_content(sha256: str) -> None:
+    """Serialize, until the transaction ends, the requests that add or drop a content's file.
+
+    SQLite has done so since `BEGIN IMMEDIATE`; PostgreSQL takes an advisory lock.
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": int(sha256[:15], 16)}
+        )
+
+
+def images_tagged(names: list[str]) -> Select:
+    """Select the ids of images that have at least one of these tags."""
+    folded = {fold_name(name) for name in names}
+    return (
+        select(image_tags.c.image_id)
+        .join(Tag, Tag.id == image_tags.c.tag_id)
+        .where(Tag.name_folded.in_(folded))
+    )
 
 
 class Tracking(db.Model):
@@ -191,6 +326,8 @@ class Tracking(db.Model):
     )
     # The user name given, also when authentication failed and `user_id` is empty.
     username: Mapped[str | None] = mapped_column(String(150))
+    # How the request authenticated: "basic", "bearer", or None without credentials.
+    auth_method: Mapped[str | None] = mapped_column(String(16))
     method: Mapped[str] = mapped_column(String(16), index=True)
     endpoint: Mapped[str] = mapped_column(String(1024), index=True)
     query: Mapped[Any | None] = mapped_column(JSONType)
@@ -203,6 +340,8 @@ class Tracking(db.Model):
     response: Mapped[Any | None] = mapped_column(JSONType)
     truncated: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # The request's X-Request-ID (the client's when sane, else generated), as in the JSON logs.
+    request_id: Mapped[str | None] = mapped_column(String(128), index=True)
 
     user: Mapped[User | None] = relationship()
 
@@ -216,9 +355,13 @@ class Tracking(db.Model):
                 query = query.where(cls.user_id == int(user))
             else:
                 query = query.where(cls.user_id.in_(select(User.id).where(User.username == user)))
-        for name in ("endpoint", "method", "status_code"):
+        for name in ("endpoint", "method", "status_code", "request_id"):
             if filters.get(name) is not None:
                 query = query.where(getattr(cls, name) == filters[name])
+        if filters.get("start_date"):
+            query = query.where(cls.created_at >= day_start(filters["start_date"]))
+        if filters.get("end_date") and filters["end_date"] < date.max:
+            query = query.where(cls.created_at < day_start(filters["end_date"]) + timedelta(days=1))
         return query
 
     def __repr__(self) -> str:

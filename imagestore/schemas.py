@@ -2,18 +2,24 @@
 
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from flask import url_for
+from flask import current_app
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 from webargs.flaskparser import FlaskParser
 
 from .errors import invalid_input
 from .models import fold_name
+from .urls import external_url
 
 TAG_NAME_MAX = 50
-WHITESPACE_RUN = re.compile(r"\s+")
+TOKEN_DAYS_DEFAULT = 30
+TOKEN_DAYS_MAX = 365
+# Unicode white space; Python's \s also matches the separators U+001C..U+001F, control characters.
+WHITESPACE_RUN = re.compile(r"[^\S\x1c-\x1f]+")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class Parser(FlaskParser):
@@ -25,6 +31,18 @@ class Parser(FlaskParser):
     def handle_error(self, error, req, schema, *, error_status_code, error_headers) -> NoReturn:
         """Abort with the field messages; the error handler renders them as problem+json."""
         invalid_input(error.messages)
+
+    def use_args(self, argmap: Any, req: Any = None, **kwargs: Any) -> Callable:
+        """Parse `argmap` into the view's arguments, and note it for the OpenAPI document."""
+        decorator = super().use_args(argmap, req, **kwargs)
+        location = kwargs.get("location") or self.location
+
+        def note_inputs(view: Callable) -> Callable:
+            wrapper = decorator(view)
+            wrapper.openapi_inputs = (*getattr(view, "openapi_inputs", ()), (location, argmap))
+            return wrapper
+
+        return note_inputs
 
 
 parser = Parser()
@@ -59,12 +77,25 @@ def normalize_tag_name(value: str) -> str:
 class TagName(fields.String):
     """A tag name: whitespace trimmed and collapsed, NFC, 1 to 50 characters, no ',' or '/'."""
 
+    @staticmethod
+    def openapi_schema(inferred: dict[str, Any]) -> dict[str, Any]:
+        """Describe a tag name in the OpenAPI document."""
+        rules = "1 to 50 characters once whitespace is trimmed; no ',', '/' or control characters."
+        description = " ".join(filter(None, [inferred.get("description"), rules]))
+        return inferred | {"maxLength": TAG_NAME_MAX, "description": description}
+
     def _deserialize(self, value: Any, attr, data, **kwargs) -> str:
         return normalize_tag_name(super()._deserialize(value, attr, data, **kwargs))
 
 
 class TagNames(fields.List):
     """Tag names as a list, repeated fields (`tags=a&tags=b`) or a comma list (`tags=a,b`)."""
+
+    @staticmethod
+    def openapi_schema(inferred: dict[str, Any]) -> dict[str, Any]:
+        """Describe tag names in the OpenAPI document: a list, or one comma-separated string."""
+        one_string = {"type": "string", "description": "Tag names separated by commas."}
+        return {"anyOf": [inferred, one_string]}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(TagName(), **kwargs)
@@ -98,6 +129,16 @@ class Input(Schema):
         unknown = EXCLUDE
 
 
+class Checksum(fields.String):
+    """A SHA-256 in hexadecimal, any case; loaded in lower case."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs).lower()
+        if not SHA256_HEX.fullmatch(text):
+            raise ValidationError("Must be 64 hexadecimal digits.")
+        return text
+
+
 class PageArgs(Schema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
     page_size = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100))
@@ -109,7 +150,11 @@ class PageArgs(Schema):
 class TagSchema(Schema):
     name = fields.String()
     image_count = fields.Integer()
-    created_by = fields.Function(lambda tag: tag.created_by.username if tag.created_by else None)
+    created_by = fields.Function(
+        lambda tag: tag.created_by.username if tag.created_by else None,
+        allow_none=True,
+        metadata={"type": "string"},
+    )
     created_at = Timestamp()
 
 
@@ -117,8 +162,16 @@ class TagInput(Input):
     name = TagName(required=True)
 
 
+TAG_ORDERINGS = ["name", "-name", "image_count", "-image_count", "created_at", "-created_at"]
+
+
 class TagFilters(PageArgs):
     name = fields.String(validate=validate.Length(max=200))
+    ordering = fields.String(load_default="name", validate=validate.OneOf(TAG_ORDERINGS))
+
+
+class TagMerge(Input):
+    into = TagName(required=True, metadata={"description": "The tag that takes the images."})
 
 
 # Images
@@ -127,30 +180,64 @@ class TagFilters(PageArgs):
 class ImageSchema(Schema):
     id = fields.Integer()
     image = fields.Function(
-        lambda image: url_for("images.get_image_file", image_id=image.id, _external=True)
+        lambda image: external_url("images.get_image_file", image_id=image.id),
+        metadata={"type": "string", "format": "uri"},
     )
-    tags = fields.Function(lambda image: [tag.name for tag in image.tags])
+    tags = fields.Function(
+        lambda image: [tag.name for tag in image.tags],
+        metadata={"type": "array", "items": {"type": "string"}},
+    )
+    thumbnails = fields.Function(
+        lambda image: {
+            str(size): external_url("images.get_image_file", image_id=image.id, size=size)
+            for size in current_app.config["THUMBNAIL_SIZES"]
+        },
+        metadata={"type": "object", "additionalProperties": {"type": "string", "format": "uri"}},
+    )
     filename = fields.String()
     content_type = fields.String()
+    format = fields.String()
     size = fields.Integer()
     width = fields.Integer()
     height = fields.Integer()
     sha256 = fields.String()
     created_by = fields.Function(
-        lambda image: image.created_by.username if image.created_by else None
+        lambda image: image.created_by.username if image.created_by else None,
+        allow_none=True,
+        metadata={"type": "string"},
     )
     created_at = Timestamp()
+
+
+class CreateMissingTags(Schema):
+    create_missing_tags = fields.Boolean(
+        load_default=False, metadata={"description": "Create tags that do not exist yet."}
+    )
+
+
+class ImageUploadArgs(CreateMissingTags):
+    on_duplicate = fields.String(load_default="allow", validate=validate.OneOf(["allow", "reject"]))
+
+
+class FileArgs(Schema):
+    size = fields.Integer(validate=validate.Range(min=1))
 
 
 class ImageUploadForm(Input):
     tags = TagNames(load_default=list)
 
 
+MAX_FILES_PER_UPLOAD = 100
+
+
 class ImageUploadFiles(Schema):
     image = fields.List(
         fields.Raw(),
         required=True,
-        validate=validate.Length(max=1, error="Send one file in the `image` field."),
+        validate=validate.Length(
+            max=MAX_FILES_PER_UPLOAD,
+            error=f"Send at most {MAX_FILES_PER_UPLOAD} files in the `image` field.",
+        ),
     )
 
 
@@ -162,10 +249,56 @@ class ImagePatch(Input):
     tags = TagNames()
 
 
+MAX_IMAGES_PER_BULK = 1000
+
+
+def image_ids() -> fields.List:
+    """Return the field of a bulk request's image ids."""
+    return fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=1, max=2**31 - 1)),
+        required=True,
+        validate=validate.Length(min=1, max=MAX_IMAGES_PER_BULK),
+    )
+
+
+class BulkTag(Input):
+    images = image_ids()
+    add = TagNames(load_default=list)
+    remove = TagNames(load_default=list)
+
+    @validates_schema
+    def changes_something(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data.get("add") and not data.get("remove"):
+            raise ValidationError("Give tags to `add`, to `remove` or both.", field_name="add")
+        both = {fold_name(name) for name in data.get("add", [])} & {
+            fold_name(name) for name in data.get("remove", [])
+        }
+        if both:
+            raise ValidationError("A tag cannot be both added and removed.", field_name="remove")
+
+
+class BulkDelete(Input):
+    images = image_ids()
+
+
+IMAGE_ORDERINGS = ["created_at", "-created_at", "size", "-size", "id", "-id"]
+
+
 class ImageFilters(PageArgs):
-    tags = TagNames()
-    start_date = fields.Date()
-    end_date = fields.Date()
+    tags = TagNames(metadata={"description": "Images having all of these tags."})
+    any_tags = TagNames(metadata={"description": "Images having at least one of these tags."})
+    exclude_tags = TagNames(metadata={"description": "Images having none of these tags."})
+    untagged = fields.Boolean(metadata={"description": "true: only images with no tag."})
+    sha256 = Checksum()
+    start_date = fields.Date(metadata={"description": "Created on or after this day (UTC)."})
+    end_date = fields.Date(metadata={"description": "Created on or before this day (UTC)."})
+    created_after = fields.AwareDateTime(metadata={"description": "Created at or after."})
+    created_before = fields.AwareDateTime(metadata={"description": "Created before."})
+    created_by = fields.String(validate=validate.Length(min=1, max=150))
+    content_type = fields.String(validate=validate.Length(min=1, max=50))
+    min_width = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
+    min_height = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
+    ordering = fields.String(load_default="-created_at", validate=validate.OneOf(IMAGE_ORDERINGS))
 
     @validates_schema
     def dates_in_order(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -181,6 +314,7 @@ class TrackingSchema(Schema):
     id = fields.Integer()
     user = fields.Integer(attribute="user_id", allow_none=True)
     username = fields.String(allow_none=True)
+    auth_method = fields.String(allow_none=True)
     method = fields.String()
     endpoint = fields.String()
     query = fields.Raw()
@@ -193,17 +327,87 @@ class TrackingSchema(Schema):
     response = fields.Raw()
     truncated = fields.Boolean()
     created_at = Timestamp()
+    request_id = fields.String(allow_none=True)
+
+
+class Cursor(fields.Integer):
+    """A keyset cursor: list the rows below this id; empty (or 0) starts at the newest row."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> int:
+        if value == "":
+            return 0
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class TrackingFilters(PageArgs):
+    cursor = Cursor(
+        validate=validate.Range(min=0, max=2**63 - 1),
+        metadata={
+            "description": "Keyset paging: rows older than this id, no count (`next` goes on)."
+        },
+    )
     user = fields.String(validate=validate.Length(min=1, max=150))
     endpoint = fields.String(validate=validate.Length(min=1, max=1024))
     method = UpperString(
         validate=validate.OneOf(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
     )
     status_code = fields.Integer(validate=validate.Range(min=100, max=599))
+    request_id = fields.String(validate=validate.Length(min=1, max=128))
+    start_date = fields.Date()
+    end_date = fields.Date()
+
+    @validates_schema
+    def dates_in_order(self, data: dict[str, Any], **kwargs: Any) -> None:
+        start, end = data.get("start_date"), data.get("end_date")
+        if start and end and end < start:
+            raise ValidationError("Must not be before start_date.", field_name="end_date")
+
+
+# Tokens
+
+
+class TokenSchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    created_at = Timestamp()
+    expires_at = Timestamp()
+
+
+class NewTokenSchema(TokenSchema):
+    """A token just created: the only time its secret is shown."""
+
+    token = fields.String()
+
+
+def printable(value: str) -> None:
+    """Refuse text with control characters (PostgreSQL stores no NUL)."""
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ValidationError("Must not contain control characters.")
+
+
+class TokenInput(Input):
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=100), printable])
+    expires_in_days = fields.Integer(
+        load_default=TOKEN_DAYS_DEFAULT, validate=validate.Range(min=1, max=TOKEN_DAYS_MAX)
+    )
+
+
+# The API root
+
+
+class RootSchema(Schema):
+    """The links `GET /api/` answers: every collection, and the API's documentation."""
+
+    images = fields.Url()
+    tags = fields.Url()
+    trackings = fields.Url()
+    tokens = fields.Url()
+    docs = fields.Url(metadata={"description": "Swagger UI: try every route in a browser."})
+    openapi = fields.Url(metadata={"description": "This OpenAPI document."})
 
 
 tag_schema = TagSchema()
 image_schema = ImageSchema()
 tracking_schema = TrackingSchema()
+token_schema = TokenSchema()
+new_token_schema = NewTokenSchema()

