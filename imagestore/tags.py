@@ -4,13 +4,16 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, url_for
 from marshmallow import ValidationError
+from sqlalchemy import insert, literal, select
 from sqlalchemy.orm import joinedload
 
 from .auth import auth
+from .errors import bad_field
 from .extensions import begin_writes, db
-from .models import Tag, User
+from .models import Tag, User, image_tags
+from .openapi import doc
 from .pagination import paginate
-from .schemas import TagFilters, TagInput, normalize_tag_name, tag_schema, use_args
+from .schemas import TagFilters, TagInput, TagMerge, normalize_tag_name, tag_schema, use_args
 
 bp = Blueprint("tags", __name__, url_prefix="/api/tags")
 
@@ -32,7 +35,8 @@ def ensure_name_free(name: str, tag: Tag | None = None) -> None:
     """Answer 409 when another tag already has this name (case does not matter)."""
     existing = db.session.scalar(Tag.named(name))
     if existing is not None and existing is not tag:
-        abort(409, description=f"A tag named {existing.name!r} already exists.")
+        merge = " (POST /api/tags/<name>/merge/ merges two tags)" if tag is not None else ""
+        abort(409, description=f"A tag named {existing.name!r} already exists{merge}.")
 
 
 def ensure_may_change(tag: Tag, user: User) -> None:
@@ -42,6 +46,7 @@ def ensure_may_change(tag: Tag, user: User) -> None:
 
 
 @bp.get("/")
+@doc(tag_schema, page=True)
 @auth.login_required
 @use_args(TagFilters(), location="query")
 def list_tags(query_args: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +56,7 @@ def list_tags(query_args: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.post("/")
+@doc(tag_schema, status=201, errors=(409,), headers={"Location": "URL of the new tag"})
 @auth.login_required
 @use_args(TagInput(), location="json")
 def create_tag(json_args: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -66,6 +72,7 @@ def create_tag(json_args: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str
 
 
 @bp.get("/<name>/")
+@doc(tag_schema)
 @auth.login_required
 def get_tag(name: str) -> dict[str, Any]:
     """Return one tag."""
@@ -73,6 +80,7 @@ def get_tag(name: str) -> dict[str, Any]:
 
 
 @bp.route("/<name>/", methods=["PUT", "PATCH"])
+@doc(tag_schema, errors=(403, 409))
 @auth.login_required
 @use_args(TagInput(), location="json")
 def update_tag(name: str, json_args: dict[str, Any]) -> dict[str, Any]:
@@ -87,6 +95,7 @@ def update_tag(name: str, json_args: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.delete("/<name>/")
+@doc(status=204, errors=(403,))
 @auth.login_required
 def delete_tag(name: str) -> Response:
     """Delete a tag; it leaves every image that had it."""
@@ -96,3 +105,33 @@ def delete_tag(name: str) -> Response:
     db.session.delete(tag)
     db.session.commit()
     return Response(status=204)
+
+
+@bp.post("/<name>/merge/")
+@doc(tag_schema, errors=(403,))
+@auth.login_required
+@use_args(TagMerge(), location="json")
+def merge_tag(name: str, json_args: dict[str, Any]) -> dict[str, Any]:
+    """Give every image of this tag the tag `into`, then delete this tag, in one transaction."""
+    begin_writes()
+    source = find_tag(name)
+    target = db.session.scalar(Tag.named(json_args["into"]))
+    if target is None:
+        bad_field("json", "into", f"No tag is named {json_args['into']!r}.")
+    if target.id == source.id:
+        bad_field("json", "into", "A tag cannot be merged into itself.")
+    user = auth.current_user()
+    if not (user.is_admin or source.created_by_id == target.created_by_id == user.id):
+        abort(403, description="Only the creator of both tags or an administrator may merge them.")
+    already = select(image_tags.c.image_id).where(image_tags.c.tag_id == target.id)
+    db.session.execute(
+        insert(image_tags).from_select(
+            ["image_id", "tag_id"],
+            select(image_tags.c.image_id, literal(target.id))
+            .where(image_tags.c.tag_id == source.id)
+            .where(image_tags.c.image_id.not_in(already)),
+        )
+    )
+    db.session.delete(source)
+    db.session.commit()
+    return tag_schema.dump(target)

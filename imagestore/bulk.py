@@ -1,0 +1,83 @@
+"""Bulk operations of the "images" blueprint: re-tag or delete many images in one transaction."""
+
+from typing import Any
+
+from flask import Response
+from sqlalchemy.orm import joinedload, selectinload
+
+from .auth import auth
+from .content import release_content
+from .errors import bad_field, forbidden
+from .extensions import begin_writes, db
+from .images import bp, find_tags
+from .models import Image, fold_name
+from .openapi import doc
+from .schemas import BulkDelete, BulkTag, CreateMissingTags, ImageSchema, image_schema, use_args
+
+
+def find_images(ids: list[int]) -> list[Image]:
+    """Return the images with these ids, each once, in the order given; 400 naming unknown ids."""
+    wanted = list(dict.fromkeys(ids))
+    query = (
+        db.select(Image)
+        .where(Image.id.in_(wanted))
+        .options(selectinload(Image.tags), joinedload(Image.created_by))
+    )
+    found = {image.id: image for image in db.session.scalars(query)}
+    unknown = [image_id for image_id in wanted if image_id not in found]
+    if unknown:
+        bad_field("json", "images", f"Unknown images: {', '.join(map(str, unknown))}.")
+    return [found[image_id] for image_id in wanted]
+
+
+def ensure_may_change_all(images: list[Image]) -> None:
+    """Answer 403 naming the images the current user may not change."""
+    user = auth.current_user()
+    refused = [
+        image.id for image in images if not (user.is_admin or image.created_by_id == user.id)
+    ]
+    if refused:
+        listed = ", ".join(map(str, refused))
+        forbidden(
+            f"Only the uploader or an administrator may change images {listed}.", images=refused
+        )
+
+
+@bp.post("/bulk-tag/")
+@doc(ImageSchema(many=True), errors=(403,))
+@auth.login_required
+@use_args(CreateMissingTags(), location="query")
+@use_args(BulkTag(), location="json")
+def bulk_tag_images(query_args: dict[str, Any], json_args: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add tags to and remove tags from many images, all in one transaction."""
+    begin_writes()
+    images = find_images(json_args["images"])
+    ensure_may_change_all(images)
+    create_missing = query_args["create_missing_tags"]
+    added = find_tags(json_args["add"], "json", create_missing=create_missing, field="add")
+    find_tags(json_args["remove"], "json", field="remove")  # an unknown tag here is a mistake
+    removed = {fold_name(name) for name in json_args["remove"]}
+    for image in images:
+        kept = [tag for tag in image.tags if tag.name_folded not in removed]
+        known = {tag.name_folded for tag in kept}
+        image.tags = kept + [tag for tag in added if tag.name_folded not in known]
+    db.session.commit()
+    return image_schema.dump(images, many=True)
+
+
+@bp.post("/bulk-delete/")
+@doc(status=204, errors=(403,))
+@auth.login_required
+@use_args(BulkDelete(), location="json")
+def bulk_delete_images(json_args: dict[str, Any]) -> Response:
+    """Delete many images in one transaction, then the files no image uses any more."""
+    begin_writes()
+    images = find_images(json_args["images"])
+    ensure_may_change_all(images)
+    contents = {(image.sha256, image.file_key) for image in images}
+    for image in images:
+        db.session.delete(image)
+    db.session.commit()
+    for sha256, key in sorted(contents):
+        release_content(sha256, key)
+    return Response(status=204)
