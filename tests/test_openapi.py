@@ -1,0 +1,305 @@
+"""The OpenAPI document and the Swagger UI page: valid, complete, public and not tracked."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import flask_swagger_ui
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate
+from sqlalchemy import func, select
+
+from imagestore.errors import PROBLEM_JSON
+from imagestore.extensions import db
+from imagestore.models import Tracking
+from imagestore.openapi import UNDOCUMENTED_ENDPOINTS, build_document, doc
+from imagestore.schemas import PageArgs, RootSchema, TagSchema, use_args
+
+ROUTE_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+ASSET = re.compile(r'(?:src|href)="([^"]*)"')
+
+
+def served_routes(app: Flask) -> set[tuple[str, str]]:
+    """Every (path, method) Flask answers under /api/, a path and its slash twin counted once."""
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api") and rule.endpoint not in UNDOCUMENTED_ENDPOINTS:
+            path = ROUTE_VARIABLE.sub(r"{\1}", rule.rule).rstrip("/")
+            routes |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
+    return routes
+
+
+def documented_routes(document: dict[str, Any]) -> set[tuple[str, str]]:
+    """Every (path, method) the document describes, trailing slash aside."""
+    return {
+        (path.rstrip("/"), method.upper())
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+
+
+def operation(document: dict[str, Any], operation_id: str) -> dict[str, Any]:
+    """Return the operation with this id."""
+    [found] = [
+        described
+        for operations in document["paths"].values()
+        for described in operations.values()
+        if described["operationId"] == operation_id
+    ]
+    return found
+
+
+def resolved(document: dict[str, Any], schema: Any) -> Any:
+    """Return a schema with every `$ref` replaced by what it points to."""
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            name = schema["$ref"].rpartition("/")[2]
+            return resolved(document, document["components"]["schemas"][name])
+        return {key: resolved(document, value) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [resolved(document, item) for item in schema]
+    return schema
+
+
+def tracking_rows(app: Flask) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Tracking))
+
+
+@pytest.fixture
+def document(client: FlaskClient) -> dict[str, Any]:
+    response = client.get("/api/openapi.json")
+    assert response.status_code == 200
+    return response.json
+
+
+# The document
+
+
+def test_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    validate(document)
+
+    assert document["openapi"].startswith("3.")
+
+
+def test_every_api_route_is_documented(app: Flask, document: dict[str, Any]) -> None:
+    missing = served_routes(app) - documented_routes(document)
+
+    assert not missing, f"routes without @doc(...) (imagestore/openapi.py): {sorted(missing)}"
+
+
+def test_document_names_only_routes_that_exist(app: Flask, document: dict[str, Any]) -> None:
+    invented = documented_routes(document) - served_routes(app)
+
+    assert not invented, f"documented but not served: {sorted(invented)}"
+
+
+def test_a_route_without_doc_is_left_out_and_noticed(app: Flask) -> None:
+    app.add_url_rule("/api/forgotten/", "forgotten", lambda: {})
+
+    missing = served_routes(app) - documented_routes(build_document(app))
+
+    assert missing == {("/api/forgotten", "GET")}
+
+
+def test_doc_describes_a_route_from_its_schemas(app: Flask) -> None:
+    @doc(TagSchema, page=True)
+    @use_args(PageArgs(), location="query")
+    def list_things(thing_id: int, query_args: dict[str, Any]) -> dict[str, Any]:
+        """List things.
+
+        Longer text.
+        """
+        return {}
+
+    app.add_url_rule("/api/things/<int:thing_id>/", "things.list_things", list_things)
+
+    document = build_document(app)
+
+    described = document["paths"]["/api/things/{thing_id}/"]["get"]
+    parameters = {parameter["name"]: parameter for parameter in described["parameters"]}
+    assert described["summary"] == "List things."
+    assert described["description"] == "Longer text."
+    assert parameters["thing_id"]["in"] == "path"
+    assert parameters["thing_id"]["schema"] == {"type": "integer", "minimum": 0}
+    assert parameters["page_size"]["schema"]["maximum"] == 100
+    assert described["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/TagPage"
+    }
+    assert set(described["responses"]) == {"200", "400", "401", "404"}
+
+
+def test_document_is_public_and_not_tracked(app: Flask, client: FlaskClient) -> None:
+    response = client.get("/api/openapi.json")
+
+    assert response.status_code == 200
+    assert response.content_type == "application/json"
+    assert tracking_rows(app) == 0
+
+
+def test_document_answers_without_the_trailing_slash_too(client: FlaskClient) -> None:
+    assert client.get("/api/openapi.json/").status_code == 200
+
+
+def test_list_filters_carry_types_bounds_and_formats(document: dict[str, Any]) -> None:
+    images = {p["name"]: p for p in operation(document, "list_images")["parameters"]}
+    trackings = {p["name"]: p for p in operation(document, "list_trackings")["parameters"]}
+
+    assert images["page"]["schema"] == {"type": "integer", "default": 1, "minimum": 1}
+    assert images["page_size"]["schema"]["maximum"] == 100
+    assert images["start_date"]["schema"] == {"type": "string", "format": "date"}
+    assert images["tags"]["explode"] is True
+    assert {"GET", "POST", "DELETE"} <= set(trackings["method"]["schema"]["enum"])
+    assert trackings["status_code"]["schema"]["minimum"] == 100
+    assert trackings["status_code"]["schema"]["maximum"] == 599
+
+
+def test_upload_is_multipart_with_a_binary_image_and_repeated_tags(
+    document: dict[str, Any],
+) -> None:
+    body = operation(document, "create_image")["requestBody"]
+
+    schema = resolved(document, body["content"]["multipart/form-data"]["schema"])
+    image = schema["properties"]["image"]
+    assert body["required"] is True
+    assert "image" in schema["required"]
+    assert image.get("format") == "binary" or image["items"]["format"] == "binary"
+    tags = schema["properties"]["tags"]["anyOf"]
+    assert {"type": "array", "items": tags[0]["items"]} == tags[0]
+    assert tags[0]["items"]["maxLength"] == 50
+
+
+def test_retagging_takes_json_or_form_fields(document: dict[str, Any]) -> None:
+    body = operation(document, "replace_image_tags")["requestBody"]
+
+    assert set(body["content"]) == {
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    }
+    schema = resolved(document, body["content"]["application/json"]["schema"])
+    assert schema["required"] == ["tags"]
+
+
+def test_every_error_is_problem_json_with_a_detail(document: dict[str, Any]) -> None:
+    problem = document["components"]["schemas"]["Problem"]
+    errors = [
+        response
+        for operations in document["paths"].values()
+        for described in operations.values()
+        for status, response in described["responses"].items()
+        if status[0] in "45"
+    ]
+
+    assert errors
+    for response in errors:
+        assert response["content"] == {
+            PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+        }
+    assert {"type", "title", "status", "detail"} <= set(problem["required"])
+
+
+def test_every_operation_with_a_path_variable_may_answer_404(document: dict[str, Any]) -> None:
+    for path, operations in document["paths"].items():
+        for described in operations.values():
+            if "{" in path:
+                assert "404" in described["responses"], described["operationId"]
+
+
+def test_responses_list_every_field_as_required(document: dict[str, Any]) -> None:
+    image = document["components"]["schemas"]["Image"]
+
+    assert set(image["required"]) == set(image["properties"])
+    assert image["properties"]["created_by"]["nullable"] is True
+
+
+def test_operations_need_basic_or_bearer_credentials(document: dict[str, Any]) -> None:
+    schemes = document["components"]["securitySchemes"]
+
+    assert schemes["basicAuth"] == {"type": "http", "scheme": "basic"}
+    assert schemes["bearerAuth"]["scheme"] == "bearer"
+    assert document["security"] == [{"basicAuth": []}, {"bearerAuth": []}]
+    assert operation(document, "get_openapi")["security"] == []
+    assert "security" not in operation(document, "list_images")
+    assert "401" in operation(document, "list_images")["responses"]
+
+
+def test_responses_match_the_document(
+    client: FlaskClient,
+    document: dict[str, Any],
+    admin: tuple[str, str],
+    make_tag: Any,
+    upload: Any,
+) -> None:
+    make_tag("cats", admin)
+    image = upload(admin, tags=["cats"]).json
+    calls = [
+        ("create_image", upload(admin, tags=["cats"])),
+        ("index", client.get("/api/", auth=admin)),
+        ("list_images", client.get("/api/images/?tags=cats", auth=admin)),
+        ("get_image", client.get(f"/api/images/{image['id']}/", auth=admin)),
+        ("update_image_tags", client.patch(f"/api/images/{image['id']}/", json={}, auth=admin)),
+        ("list_tags", client.get("/api/tags/", auth=admin)),
+        ("get_tag", client.get("/api/tags/cats/", auth=admin)),
+        ("list_trackings", client.get("/api/trackings/", auth=admin)),
+        ("get_tracking", client.get("/api/trackings/1/", auth=admin)),
+        ("list_images", client.get("/api/images/?page=0", auth=admin)),
+        ("list_images", client.get("/api/images/")),
+        ("get_tag", client.get("/api/tags/dogs/", auth=admin)),
+        ("create_tag", client.post("/api/tags/", json={"name": "CATS"}, auth=admin)),
+        ("replace_image_tags", client.put(f"/api/images/{image['id']}/", auth=admin)),
+    ]
+
+    for operation_id, response in calls:
+        responses = operation(document, operation_id)["responses"]
+        assert str(response.status_code) in responses, (operation_id, response.status_code)
+        [(media_type, content)] = responses[str(response.status_code)]["content"].items()
+        assert response.mimetype == media_type, operation_id
+        schema = resolved(document, content["schema"])
+        OAS30Validator(schema).validate(response.json)
+
+
+# The Swagger UI page
+
+
+def test_docs_page_loads_only_files_of_the_app(client: FlaskClient) -> None:
+    response = client.get("/api/docs/")
+
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    assets = ASSET.findall(response.text)
+    assert assets
+    assert all(asset.startswith("/api/docs/") for asset in assets), assets
+    assert '"validatorUrl": null' in response.text
+    assert '"url": "/api/openapi.json"' in response.text
+
+
+def test_docs_scripts_come_from_the_installed_package(client: FlaskClient) -> None:
+    package = Path(flask_swagger_ui.__file__).parent / "dist"
+
+    response = client.get("/api/docs/swagger-ui-bundle.js")
+
+    assert response.status_code == 200
+    assert response.data == (package / "swagger-ui-bundle.js").read_bytes()
+
+
+def test_docs_are_public_and_not_tracked(app: Flask, client: FlaskClient) -> None:
+    responses = [client.get(path) for path in ("/api/docs", "/api/docs/", "/api/docs/index.css")]
+
+    assert [response.status_code for response in responses] == [200, 200, 200]
+    assert tracking_rows(app) == 0
+
+
+def test_api_root_links_to_the_docs_and_the_document(
+    client: FlaskClient, alice: tuple[str, str]
+) -> None:
+    response = client.get("/api/", auth=alice)
+
+    assert response.json["docs"] == "http://localhost/api/docs/"
+    assert response.json["openapi"] == "http://localhost/api/openapi.json"
+    assert set(response.json) == set(RootSchema().fields)
