@@ -114,3 +114,18 @@ def test_server_refuses_anonymous_requests(server):
 
     assert status == 401
     assert body["status"] == 401
+
+
+def test_server_answers_the_health_probes(server):
+    assert curl(f"{server['url']}/healthz") == (200, {"status": "ok"})
+    assert curl(f"{server['url']}/readyz")[0] == 200
+
+
+def test_server_logs_json_request_lines_beside_gunicorns_own(server):
+    curl("-H", "X-Request-ID: server-log-check", f"{server['url']}/api/tags/")
+
+    lines = (server["instance"].parent / "make-run.log").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    [record] = [r for r in records if r.get("request_id") == "server-log-check"]
+    assert (record["path"], record["status"], record["user"]) == ("/api/tags/", 401, None)
+    assert any("Booting worker" in line for line in lines)  # gunicorn's error log still works

@@ -1,0 +1,142 @@
+"""JSON logs: one line per request and one per error (with its traceback), and request ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, after_this_request, g, has_request_context, request
+from flask.logging import default_handler
+
+from .auth import auth
+
+# Every module logs under "imagestore" (Flask's app.logger is that logger too).
+APP_LOGGER = "imagestore"
+access_log = logging.getLogger("imagestore.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# An incoming request id is kept when it is this safe to log and echo; otherwise one is made.
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")
+# Paths of the health probes: their successful calls are logged at DEBUG, not INFO.
+PROBE_PATHS = ("/healthz", "/healthz/", "/readyz", "/readyz/")
+PATH_LIMIT = 2048
+
+
+class JSONFormatter(logging.Formatter):
+    """Format a record as one JSON object on one line; extra fields come from `fields`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = datetime.fromtimestamp(record.created, UTC)
+        entry: dict[str, Any] = {
+            "time": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if has_request_context():
+            entry["request_id"] = request_id()
+        entry |= getattr(record, "fields", {})
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str)
+
+
+class StderrHandler(logging.StreamHandler):
+    """Write to whatever `sys.stderr` is at the time (test runners swap it)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+
+handler = StderrHandler()
+handler.setFormatter(JSONFormatter())
+
+
+def log_level(value: str | int) -> int:
+    """Return the numeric logging level of a setting such as "INFO"; refuse unknown names."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    level = logging.getLevelNamesMapping().get(str(value).strip().upper())
+    if level is None:
+        raise ValueError(
+            f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {value!r}"
+        )
+    return level
+
+
+def request_id() -> str:
+    """Return the current request's id: the client's X-Request-ID when sane, else a new one."""
+    if "request_id" not in g:
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = incoming if SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    return g.request_id
+
+
+def start_request() -> None:
+    """Fix the request id and note the start time, before any other hook can fail."""
+    g.log_started = time.perf_counter()
+    request_id()
+    # Runs before every app-wide after-request hook, so before the tracking recorder's
+    # rollback expires the user and reading its name would cost a query.
+    after_this_request(note_user)
+
+
+def note_user(response: Response) -> Response:
+    """Remember the authenticated user's name for the request's log line."""
+    user = auth.current_user()
+    g.log_user = user.username if user else None
+    return response
+
+
+def log_request(response: Response) -> Response:
+    """Return the request id in the response and write the request's one log line."""
+    response.headers[REQUEST_ID_HEADER] = request_id()
+    status = response.status_code
+    if status >= 500:
+        level = logging.ERROR
+    elif request.path in PROBE_PATHS and status < 400:
+        level = logging.DEBUG  # load balancers probe every few seconds
+    else:
+        level = logging.INFO
+    if access_log.isEnabledFor(level):
+        started = g.get("log_started", time.perf_counter())
+        fields = {
+            "method": request.method,
+            "path": request.path[:PATH_LIMIT],
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "user": g.get("log_user"),
+            "remote_addr": request.remote_addr,
+        }
+        access_log.log(
+            level, "%s %s %s", request.method, fields["path"], status, extra={"fields": fields}
+        )
+    return response
+
+
+def init_logging(app: Flask) -> None:
+    """Send the app's logs to stderr as JSON lines at LOG_LEVEL; log every request.
+
+    Only the "imagestore" logger is configured, so gunicorn's own loggers keep their output.
+    Register this before any other request hook: its before-request runs first and its
+    after-request last, so the logged duration covers the whole request.
+    """
+    logger = logging.getLogger(APP_LOGGER)
+    logger.setLevel(log_level(app.config["LOG_LEVEL"]))
+    logger.removeHandler(default_handler)  # Flask's plain-text one, had it been added already
+    if handler not in logger.handlers:
+        logger.addHandler(handler)
+    app.before_request(start_request)
+    app.after_request(log_request)
