@@ -9,6 +9,8 @@ from sqlalchemy import Select, func, select
 
 from .extensions import db
 
+MAX_OFFSET = 2**62
+
 
 def page_url(page: int) -> str:
     """Return the absolute URL of another page of this list, keeping every filter."""
@@ -18,15 +20,55 @@ def page_url(page: int) -> str:
 
 
 def paginate(query: Select, schema: Schema, args: dict[str, Any]) -> dict[str, Any]:
-    """Run one page of a query and wrap the dumped rows with the count and the page links."""
+    """Run one page of a query and wrap the dumped rows with the count and the page links.
+
+    A page that is not full is the last one: its rows tell the count, no count query runs.
+    """
     page, size = args["page"], args["page_size"]
-    count = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    if page > 1 and (page - 1) * size >= count:
+    offset = (page - 1) * size
+    if offset > MAX_OFFSET:
+        abort(404, description="Invalid page.")  # past any table, and past what SQL takes
+    rows = db.session.scalars(query.limit(size).offset(offset)).all()
+    if page > 1 and not rows:
         abort(404, description="Invalid page.")
-    rows = db.session.scalars(query.limit(size).offset((page - 1) * size)).all()
+    if len(rows) < size:
+        count = offset + len(rows)
+    else:
+        count = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     return {
         "count": count,
         "next": page_url(page + 1) if page * size < count else None,
         "previous": page_url(page - 1) if page > 1 else None,
+        "results": schema.dump(rows, many=True),
+    }
+
+
+def cursor_url(cursor: int) -> str:
+    """Return the absolute URL of the keyset page below `cursor`, keeping every filter."""
+    params = [
+        (key, value)
+        for key, value in request.args.items(multi=True)
+        if key not in ("cursor", "page")
+    ]
+    params.append(("cursor", str(cursor)))
+    return f"{request.base_url}?{urlencode(params)}"
+
+
+def keyset_page(query: Select, key: Any, schema: Schema, args: dict[str, Any]) -> dict[str, Any]:
+    """Run one page of a query ordered by `key` descending, below `args["cursor"]`; no count.
+
+    `count` is null and `next` carries the cursor of the following page: no row is counted or
+    skipped, so every page costs what the first one does.
+    """
+    size, cursor = args["page_size"], args["cursor"]
+    if cursor:
+        query = query.where(key < cursor)
+    rows = db.session.scalars(query.limit(size + 1)).all()
+    more = len(rows) > size
+    rows = rows[:size]
+    return {
+        "count": None,
+        "next": cursor_url(getattr(rows[-1], key.key)) if more else None,
+        "previous": None,
         "results": schema.dump(rows, many=True),
     }

@@ -8,36 +8,49 @@ import time
 from typing import Any
 
 from flask import Blueprint, Flask, Request, Response, abort, current_app, g, request
-from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from .auth import auth
+from .auth import auth, auth_method
 from .extensions import db
+from .logs import request_id
 from .models import Tracking, utcnow
-from .pagination import paginate
+from .openapi import doc
+from .pagination import keyset_page, paginate
 from .schemas import TrackingFilters, tracking_schema, use_args
+from .tracking_writer import flush_trackings, save_tracking
 
 bp = Blueprint("tracking", __name__, url_prefix="/api/trackings")
 log = logging.getLogger(__name__)
 
-# Paths under /api/ that are not recorded: the log itself.
-UNTRACKED_PREFIXES = ("/api/trackings",)
+# Paths under /api/ that are not recorded: the log itself, and the API's own documentation.
+UNTRACKED_PREFIXES = ("/api/trackings", "/api/openapi.json", "/api/docs")
 # Keys whose values are never stored, matched case-insensitively anywhere in the key.
 SECRET_MARKERS = ("password", "secret", "token", "authorization", "cookie", "key")
+# JSON text holding none of these needs no redaction: no secret key, no NUL, no surrogate.
+UNSAFE_JSON_BYTES = (*(marker.encode() for marker in SECRET_MARKERS), b"\\u0000", b"\\ud")
 REDACTED = "[redacted]"
 TEXT_LIMIT = 512
 
 
 @bp.get("/")
+@doc(tracking_schema, page=True, errors=(403,))
 @auth.login_required(role="admin")
 @use_args(TrackingFilters(), location="query")
 def list_trackings(query_args: dict[str, Any]) -> dict[str, Any]:
-    """Return one page of tracking rows, newest first, that match the filters."""
-    return paginate(Tracking.matching(query_args), tracking_schema, query_args)
+    """Return one page of tracking rows, newest first, that match the filters.
+
+    With `cursor` the page is found by id, not counted or skipped to: as fast on page 10,000 of a
+    log of millions as on page 1.
+    """
+    query = Tracking.matching(query_args)
+    if "cursor" in query_args:
+        return keyset_page(query, Tracking.id, tracking_schema, query_args)
+    return paginate(query, tracking_schema, query_args)
 
 
 @bp.get("/<int:tracking_id>/")
+@doc(tracking_schema, errors=(403,))
 @auth.login_required(role="admin")
 def get_tracking(tracking_id: int) -> dict[str, Any]:
     """Return one tracking row."""
@@ -132,13 +145,38 @@ def response_body(response: Response) -> Any:
     return response.get_json(silent=True)
 
 
+def needs_cleaning(text: bytes) -> bool:
+    """Tell whether JSON text may need redaction (a secret marker anywhere) or `storable()`."""
+    lowered = text.lower()
+    return any(marker in lowered for marker in UNSAFE_JSON_BYTES)
+
+
+def stored_response(response: Response, limit: int) -> tuple[Any, bool]:
+    """Return the response body to store (redacted, capped) and whether it was cut.
+
+    The common case is cheap: a body that mentions no secret marker needs no redaction, so it
+    is cut as the text it is, or parsed once when it fits.
+    """
+    if response.is_streamed or not response.is_json:
+        return None, False
+    text = response.get_data()
+    if needs_cleaning(text):
+        return capped(redact(response_body(response)), limit)
+    if len(text) > limit:
+        return text[:limit].decode(errors="ignore"), True
+    try:
+        return json.loads(text), False
+    except ValueError:
+        return None, False
+
+
 def describe(req: Request, response: Response) -> dict[str, Any]:
     """Build the tracking row of a request, redacted and capped."""
     limit = current_app.config["TRACKING_BODY_LIMIT"]
     user = auth.current_user()
     attempted = req.authorization.username if req.authorization else None
     data, data_cut = capped(redact(request_data(req, response)), limit)
-    body, body_cut = capped(redact(response_body(response)), limit)
+    body, body_cut = stored_response(response, limit)
     headers = {
         key: REDACTED if is_secret(key) else value
         for key, value in response.headers.items()
@@ -148,6 +186,7 @@ def describe(req: Request, response: Response) -> dict[str, Any]:
     return {
         "user_id": user.id if user else None,
         "username": user.username if user else short(attempted, 150),
+        "auth_method": auth_method(req),
         "method": req.method,
         "endpoint": short(req.path, 1024),
         "query": redact(flatten(req.args)) or None,
@@ -160,18 +199,19 @@ def describe(req: Request, response: Response) -> dict[str, Any]:
         "response": body,
         "truncated": data_cut or body_cut,
         "created_at": utcnow(),
+        "request_id": request_id(),
     }
-
-
-def save_tracking(row: dict[str, Any]) -> None:
-    """Insert one tracking row in a transaction of its own."""
-    with db.engine.begin() as connection:
-        connection.execute(insert(Tracking), row)
 
 
 def start_timer() -> None:
     """Note when the request started, for its duration."""
     g.tracking_started = time.perf_counter()
+
+
+def flush_before_reading() -> None:
+    """Let a read of the log see the rows this process queued (before any read begins)."""
+    if request.path.startswith(bp.url_prefix):
+        flush_trackings()
 
 
 def record_request(response: Response) -> Response:
@@ -180,7 +220,8 @@ def record_request(response: Response) -> Response:
         try:
             row = describe(request, response)
             # Whatever the view left uncommitted is abandoned; the row is written on its own.
-            db.session.rollback()
+            # Closing (not rolling back) keeps the loaded objects readable without a reload.
+            db.session.close()
             g.db_writes = False
             save_tracking(row)
         except SQLAlchemyError:
@@ -191,4 +232,5 @@ def record_request(response: Response) -> Response:
 def init_tracking(app: Flask) -> None:
     """Time and record every request to the API."""
     app.before_request(start_timer)
+    app.before_request(flush_before_reading)
     app.after_request(record_request)

@@ -6,10 +6,12 @@ import stat
 import pytest
 from conftest import POSTGRES_URL, settings
 from sqlalchemy import inspect, text
+from sqlalchemy.orm.exc import StaleDataError
 
 from imagestore import create_app
-from imagestore.extensions import db
-from imagestore.models import User
+from imagestore.auth import auth
+from imagestore.extensions import begin_writes, db
+from imagestore.models import Tracking, User
 
 SQLITE_ONLY = pytest.mark.skipif(
     POSTGRES_URL is not None,
@@ -56,6 +58,9 @@ def test_api_root_links_to_every_collection(client, alice, path):
         "images": "http://localhost/api/images/",
         "tags": "http://localhost/api/tags/",
         "trackings": "http://localhost/api/trackings/",
+        "tokens": "http://localhost/api/tokens/",
+        "docs": "http://localhost/api/docs/",
+        "openapi": "http://localhost/api/openapi.json",
     }
 
 
@@ -158,6 +163,58 @@ def test_unexpected_exception_is_500_problem_json_without_traceback(app, client,
     assert response.json["detail"]
     assert "Traceback" not in response.text
     assert "must not leak" not in response.text
+
+
+def test_a_concurrent_change_of_the_same_rows_is_409_problem_json(app, client, alice):
+    def collide():
+        raise StaleDataError("DELETE statement on table 'image_tags' expected to delete 1 row")
+
+    app.add_url_rule("/api/collide/", "collide", collide)
+
+    response = client.get("/api/collide/", auth=alice)
+
+    assert response.status_code == 409
+    assert response.content_type == "application/problem+json"
+    assert response.json["detail"]
+
+
+def test_a_request_whose_transaction_failed_is_still_tracked(app, client, alice):
+    @auth.login_required
+    def break_the_transaction():
+        begin_writes()  # expires the user: the after-request hooks load it again
+        db.session.execute(text("SELECT no_such_column FROM users"))
+
+    app.add_url_rule("/api/broken/", "broken", break_the_transaction)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    response = client.get("/api/broken/", auth=alice)
+
+    assert response.status_code == 500
+    with app.app_context():
+        [row] = db.session.scalars(db.select(Tracking)).all()
+    assert (row.status_code, row.username) == (500, "alice")
+
+
+def test_a_malformed_multipart_body_is_400_not_an_empty_form(client, alice):
+    body = b"--B\r\n\xf1\x8a not a part--B--\r\n"
+
+    response = client.patch(
+        "/api/images/1/", data=body, content_type="multipart/form-data; boundary=B", auth=alice
+    )
+
+    assert response.status_code == 400
+    assert response.content_type == "application/problem+json"
+    assert response.json["detail"] == "The form body is malformed."
+
+
+@pytest.mark.parametrize(
+    ("body", "location"), [({"json": {}}, "json"), ({"data": {"other": "x"}}, "form")]
+)
+def test_body_errors_are_keyed_by_what_was_sent(client, alice, body, location):
+    response = client.put("/api/images/1/", auth=alice, **body)
+
+    assert response.status_code == 400
+    assert response.json["errors"] == {location: {"tags": ["Missing data for required field."]}}
 
 
 # Configuration

@@ -25,6 +25,7 @@ FIELDS = {
     "id",
     "user",
     "username",
+    "auth_method",
     "method",
     "endpoint",
     "query",
@@ -37,6 +38,7 @@ FIELDS = {
     "response",
     "truncated",
     "created_at",
+    "request_id",
 }
 
 
@@ -696,3 +698,50 @@ def test_trackings_filter_rejects_a_bad_page(client, admin):
 
     assert response.status_code == 400
     assert "page" in response.json["errors"]["query"]
+
+
+# Keyset pages (`cursor`)
+
+
+def test_trackings_cursor_pages_walk_every_row_once(client, alice, admin):
+    for _ in range(5):
+        client.get("/api/", auth=alice)
+    expected = [row["id"] for row in list_trackings(client, admin, page_size=100)["results"]]
+
+    seen, url, pages = [], "/api/trackings/?cursor=&page_size=2", 0
+    while url and pages < 10:
+        page = client.get(url, auth=admin).json
+        assert page["count"] is None
+        assert page["previous"] is None
+        seen += [row["id"] for row in page["results"]]
+        url, pages = page["next"], pages + 1
+
+    assert seen == expected
+    assert pages == 3
+
+
+def test_trackings_cursor_keeps_the_filters(client, alice, admin):
+    for path in ("/api/", "/api/tags/", "/api/", "/api/"):
+        client.get(path, auth=alice)
+
+    page = list_trackings(client, admin, cursor="", page_size=1, endpoint="/api/")
+
+    assert [row["endpoint"] for row in page["results"]] == ["/api/"]
+    assert "endpoint=%2Fapi%2F" in page["next"]
+    assert f"cursor={page['results'][0]['id']}" in page["next"]
+
+
+def test_trackings_cursor_below_every_row_is_an_empty_page(client, alice, admin):
+    client.get("/api/", auth=alice)
+
+    page = list_trackings(client, admin, cursor=1)
+
+    assert page == {"count": None, "next": None, "previous": None, "results": []}
+
+
+@pytest.mark.parametrize("cursor", ["abc", "-1", "1.5"])
+def test_trackings_bad_cursor_is_400(client, admin, cursor):
+    response = client.get(f"/api/trackings/?cursor={cursor}", auth=admin)
+
+    assert response.status_code == 400
+    assert "cursor" in response.json["errors"]["query"]

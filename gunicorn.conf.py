@@ -1,0 +1,36 @@
+"""gunicorn settings of imagestore: `gunicorn -c gunicorn.conf.py wsgi:app` (`make run` uses it).
+
+Environment: HOST and PORT (default 127.0.0.1:8000), WEB_CONCURRENCY (number of workers).
+"""
+
+import os
+
+# Address: the same HOST and PORT variables that `make run` takes.
+bind = f"{os.environ.get('HOST') or '127.0.0.1'}:{os.environ.get('PORT') or '8000'}"
+
+# Sync workers: each request is CPU work (auth check, SQL, JSON), so one process per core keeps
+# every core busy; one more covers the time a worker waits on disk (fsync of an upload).
+worker_class = "sync"
+workers = int(os.environ.get("WEB_CONCURRENCY") or (os.cpu_count() or 1) + 1)
+
+# A request may take this long (a large upload over a slow link) before its worker is replaced.
+timeout = 120
+graceful_timeout = 30
+# A worker is replaced after this many requests (jittered so they do not restart together),
+# which bounds the memory that any slow leak can take.
+max_requests = 20000
+max_requests_jitter = 2000
+
+# No control socket: its fixed path in the home folder makes two gunicorns on one host collide.
+control_socket_disable = True
+
+# No access log: imagestore records every API call itself; errors still go to stderr.
+accesslog = None
+errorlog = "-"
+
+
+def post_worker_init(worker: object) -> None:
+    """Move the loaded app out of the garbage collector's sight: its scans get much shorter."""
+    import gc
+
+    gc.freeze()
