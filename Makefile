@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FLASK := $(BIN)/flask --app imagestore
 
-.PHONY: install run test lint format
+.PHONY: install run test lint format bench bench-quick
 
 install: $(VENV)/.installed
 
@@ -14,13 +14,13 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
 run: install
 	$(FLASK) db upgrade
 	$(FLASK) users bootstrap
-	exec $(BIN)/gunicorn --no-control-socket --bind $(HOST):$(PORT) wsgi:app
+	HOST=$(HOST) PORT=$(PORT) exec $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
 test: install
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
@@ -32,3 +32,15 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Load test on this machine (loopback only); writes bench/RESULTS.md. `make bench-quick`: a short
+# run that prints its table and keeps RESULTS.md as it is. BENCH_ARGS passes options (--help).
+bench: install wrk
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+bench-quick: install wrk
+	$(BIN)/python bench/bench.py --quick $(BENCH_ARGS)
+
+.PHONY: wrk
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }

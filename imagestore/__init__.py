@@ -10,16 +10,31 @@ from typing import Any
 from flask import Flask, g, has_request_context
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Rule
 
-from . import api, images, tags, tracking
+from . import api, bulk, health, images, tags, tokens, tracking  # noqa: F401 (bulk: routes)
 from .auth import init_auth
 from .cli import users_cli
 from .errors import register_error_handlers
 from .extensions import db, migrate
+from .logs import init_logging
+from .openapi import init_openapi
 from .storage import init_storage
+from .storage_check import storage_cli
+from .trackings_cli import trackings_cli
 
-TEXT_SETTINGS = ("SECRET_KEY", "DATABASE_URL", "MEDIA_FOLDER", "PASSWORD_HASH_METHOD")
+TEXT_SETTINGS = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "MEDIA_FOLDER",
+    "PASSWORD_HASH_METHOD",
+    "STORAGE_URL",
+    "S3_ENDPOINT_URL",
+    "S3_REGION",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+)
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -44,6 +59,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
     os.makedirs(app.instance_path, exist_ok=True)
     derive_settings(app)
+    trust_proxies(app)
+    init_logging(app)  # first: its hooks wrap every other one
 
     app.json.sort_keys = False
     db.init_app(app)
@@ -52,11 +69,23 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     init_storage(app)
     register_error_handlers(app)
     tracking.init_tracking(app)
-    for blueprint in (api.bp, images.bp, tags.bp, tracking.bp):
+    for blueprint in (api.bp, health.bp, images.bp, tags.bp, tokens.bp, tracking.bp):
         app.register_blueprint(blueprint)
+    init_openapi(app)
     answer_both_slashes(app)
     app.cli.add_command(users_cli)
+    app.cli.add_command(storage_cli)
+    app.cli.add_command(trackings_cli)
     return app
+
+
+def trust_proxies(app: Flask) -> None:
+    """Believe X-Forwarded-For and -Proto from PROXY_HOPS proxies; with 0, from no one."""
+    hops = app.config["PROXY_HOPS"]
+    if isinstance(hops, bool) or not isinstance(hops, int) or hops < 0:
+        raise ValueError(f"PROXY_HOPS must be a whole number, 0 or more, not {hops!r}")
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_port=0)
 
 
 def answer_both_slashes(app: Flask) -> None:
@@ -143,4 +172,5 @@ def begin_sqlite(connection: Connection) -> None:
     if connection.dialect.name != "sqlite":
         return
     writes = not has_request_context() or g.get("db_writes", False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+    # Straight to the driver: it runs at least once per request, SQLAlchemy's path costs more.
+    connection.connection.dbapi_connection.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
