@@ -4,10 +4,11 @@ from typing import Any
 
 from flask import Response
 from sqlalchemy.orm import joinedload, selectinload
+from werkzeug.exceptions import Forbidden
 
 from .auth import auth
 from .content import release_content
-from .errors import bad_field, forbidden
+from .errors import abort_with, bad_field
 from .extensions import begin_writes, db
 from .images import bp, find_tags
 from .models import Image, fold_name
@@ -33,13 +34,13 @@ def find_images(ids: list[int]) -> list[Image]:
 def ensure_may_change_all(images: list[Image]) -> None:
     """Answer 403 naming the images the current user may not change."""
     user = auth.current_user()
-    refused = [
-        image.id for image in images if not (user.is_admin or image.created_by_id == user.id)
-    ]
+    refused = [image.id for image in images if not image.may_be_changed_by(user)]
     if refused:
         listed = ", ".join(map(str, refused))
-        forbidden(
-            f"Only the uploader or an administrator may change images {listed}.", images=refused
+        abort_with(
+            Forbidden,
+            f"Only the uploader or an administrator may change images {listed}.",
+            images=refused,
         )
 
 

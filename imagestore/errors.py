@@ -11,7 +11,6 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import (
     BadRequest,
     Conflict,
-    Forbidden,
     HTTPException,
     RequestEntityTooLarge,
     ServiceUnavailable,
@@ -75,16 +74,9 @@ def name_body_location(messages: dict) -> dict:
     return {sent if key == "json_or_form" else key: value for key, value in messages.items()}
 
 
-def conflict(detail: str, **extra: Any) -> NoReturn:
-    """Abort with a 409 whose body also carries `extra` members (such as the existing id)."""
-    error = Conflict(description=detail)
-    error.data = {"extra": extra}
-    raise error
-
-
-def forbidden(detail: str, **extra: Any) -> NoReturn:
-    """Abort with a 403 whose body also carries `extra` members (such as the refused ids)."""
-    error = Forbidden(description=detail)
+def abort_with(error_class: type[HTTPException], detail: str, **extra: Any) -> NoReturn:
+    """Abort with an HTTP error whose body also carries `extra` members (such as ids)."""
+    error = error_class(description=detail)
     error.data = {"extra": extra}
     raise error
 

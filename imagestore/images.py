@@ -6,6 +6,7 @@ from typing import Any, NoReturn
 
 from flask import Blueprint, Response, abort, current_app, url_for
 from sqlalchemy.orm import joinedload, selectinload
+from werkzeug.exceptions import Conflict
 
 from .auth import auth
 from .content import (
@@ -16,7 +17,7 @@ from .content import (
     release_content,
     thumbnail,
 )
-from .errors import bad_field, conflict, invalid_input
+from .errors import abort_with, bad_field, invalid_input
 from .extensions import begin_writes, db
 from .models import Image, Tag, User, fold_name, lock_content
 from .openapi import doc
@@ -107,7 +108,7 @@ def refuse_bad_uploads(error: BadUploads, count: int) -> NoReturn:
 
 def ensure_may_change(image: Image, user: User) -> None:
     """Answer 403 unless the user uploaded the image or is an admin."""
-    if not (user.is_admin or image.created_by_id == user.id):
+    if not image.may_be_changed_by(user):
         abort(403, description="Only the image's uploader or an administrator may change it.")
 
 
@@ -168,7 +169,8 @@ def refuse_duplicates(checked: list[CheckedUpload]) -> None:
         lock_content(upload.staged.sha256)
         existing = Image.first_with_content(upload.staged.sha256)
         if existing is not None:
-            conflict(
+            abort_with(
+                Conflict,
                 f"Image {existing} has the same content.",
                 existing_id=existing,
                 existing=url_for("images.get_image", image_id=existing, _external=True),

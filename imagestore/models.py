@@ -95,6 +95,13 @@ def fold_name(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
+def ordered(query: Select, column: Any, tiebreak: Any, descending: bool) -> Select:
+    """Order a query by a column, ties broken by `tiebreak` in the same direction."""
+    if descending:
+        return query.order_by(column.desc(), tiebreak.desc())
+    return query.order_by(column.asc(), tiebreak.asc())
+
+
 def day_start(day: date) -> datetime:
     """Return midnight UTC at the start of a calendar day."""
     return datetime.combine(day, time.min, tzinfo=UTC)
@@ -181,10 +188,7 @@ class Tag(db.Model):
         """Select tags whose name contains `name` (any case), in the order asked (by name)."""
         field = filters.get("ordering", "name")
         column = {"name": cls.name_folded}.get(field.lstrip("-")) or getattr(cls, field.lstrip("-"))
-        if field.startswith("-"):
-            query = select(cls).order_by(column.desc(), cls.id.desc())
-        else:
-            query = select(cls).order_by(column.asc(), cls.id.asc())
+        query = ordered(select(cls), column, cls.id, descending=field.startswith("-"))
         query = query.options(undefer(cls.image_count))
         if filters.get("name"):
             needle = fold_name(filters["name"])
@@ -236,10 +240,7 @@ class Image(db.Model):
         """Select images that match the list filters, in the order asked (newest first)."""
         field = filters.get("ordering", "-created_at")
         column = getattr(cls, field.lstrip("-"))
-        if field.startswith("-"):
-            query = select(cls).order_by(column.desc(), cls.id.desc())
-        else:
-            query = select(cls).order_by(column.asc(), cls.id.asc())
+        query = ordered(select(cls), column, cls.id, descending=field.startswith("-"))
         # Newest images of one tag: walk the date index, checking the tag (see walk_in_order).
         walk = len(filters.get("tags") or ()) == 1 and field.lstrip("-") == "created_at"
         for condition in cls.tag_conditions(filters, walk_in_order(cls.id) if walk else cls.id):
@@ -285,6 +286,10 @@ class Image(db.Model):
             tagged = select(image_tags.c.image_id).where(image_tags.c.image_id == cls.id).exists()
             conditions.append(~tagged if filters["untagged"] else tagged)
         return conditions
+
+    def may_be_changed_by(self, user: User) -> bool:
+        """Tell whether a user may re-tag or delete the image: its uploader or an admin."""
+        return user.is_admin or self.created_by_id == user.id
 
     @classmethod
     def first_with_content(cls, sha256: str) -> int | None:

@@ -12,11 +12,20 @@ from .extensions import db
 MAX_OFFSET = 2**62
 
 
+def list_url(name: str, value: int, drop: tuple[str, ...] = ()) -> str:
+    """Return this list's absolute URL with `name` set to `value`, keeping every filter."""
+    params = [
+        (key, item)
+        for key, item in request.args.items(multi=True)
+        if key != name and key not in drop
+    ]
+    params.append((name, str(value)))
+    return f"{request.base_url}?{urlencode(params)}"
+
+
 def page_url(page: int) -> str:
     """Return the absolute URL of another page of this list, keeping every filter."""
-    params = [(key, value) for key, value in request.args.items(multi=True) if key != "page"]
-    params.append(("page", str(page)))
-    return f"{request.base_url}?{urlencode(params)}"
+    return list_url("page", page)
 
 
 def paginate(query: Select, schema: Schema, args: dict[str, Any]) -> dict[str, Any]:
@@ -45,13 +54,7 @@ def paginate(query: Select, schema: Schema, args: dict[str, Any]) -> dict[str, A
 
 def cursor_url(cursor: int) -> str:
     """Return the absolute URL of the keyset page below `cursor`, keeping every filter."""
-    params = [
-        (key, value)
-        for key, value in request.args.items(multi=True)
-        if key not in ("cursor", "page")
-    ]
-    params.append(("cursor", str(cursor)))
-    return f"{request.base_url}?{urlencode(params)}"
+    return list_url("cursor", cursor, drop=("page",))
 
 
 def keyset_page(query: Select, key: Any, schema: Schema, args: dict[str, Any]) -> dict[str, Any]:
