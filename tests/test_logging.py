@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +14,6 @@ from flask import Flask
 
 from imagestore import create_app
 from imagestore.auth import auth
-from imagestore.extensions import db
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -31,19 +30,9 @@ def access_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def make_app(database_url: str, tmp_path: Any) -> Iterator[Any]:
-    """Return a builder of apps on the test database with extra settings."""
-    apps = []
-
-    def make_app(**extra: Any) -> Flask:
-        app = create_app(settings(database_url, tmp_path) | extra)
-        apps.append(app)
-        return app
-
+def make_app(make_app: Callable[..., Flask]) -> Iterator[Callable[..., Flask]]:
+    """The shared app builder; afterwards the `imagestore` logger's level is put back."""
     yield make_app
-    for app in apps:
-        with app.app_context():
-            db.engine.dispose()
     logging.getLogger("imagestore").setLevel(logging.INFO)
 
 
