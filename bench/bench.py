@@ -14,6 +14,7 @@ import contextlib
 import http.client
 import io
 import json
+import math
 import os
 import platform
 import random
@@ -254,18 +255,22 @@ def small_image(number: int) -> bytes:
 
 
 def jpeg_of_about(size: int) -> bytes:
-    """Return a noise JPEG of about `size` bytes."""
+    """Return a square noise JPEG of at least `size` bytes and within a few percent above it."""
     from PIL import Image
 
-    rng = random.Random(6)
-    side = 64
-    while True:
-        pixels = bytes(rng.getrandbits(8) for _ in range(side * side * 3))
+    def encode(side: int) -> bytes:
+        pixels = random.Random(side).randbytes(side * side * 3)
         buffer = io.BytesIO()
         Image.frombytes("RGB", (side, side), pixels).save(buffer, "JPEG", quality=90)
-        if buffer.tell() >= size:
-            return buffer.getvalue()
-        side += 16
+        return buffer.getvalue()
+
+    side = 64
+    image = encode(side)
+    while len(image) < size:
+        # Noise takes about the same bytes per pixel at any side: aim at the size from the last try.
+        side = max(side + 1, math.ceil(side * math.sqrt(size / len(image))))
+        image = encode(side)
+    return image
 
 
 def big_png(path: Path, size: int) -> None:
@@ -695,6 +700,10 @@ def measure(
     jpeg.write_bytes(jpeg_of_about(50_000))
     found["upload_bytes"] = jpeg.stat().st_size
     script = [str(BENCH / "upload.lua"), str(jpeg), ",".join(TAGS[:3])]
+    large_jpeg = root / "upload-5mb.jpg"
+    large_jpeg.write_bytes(jpeg_of_about(5_000_000))
+    found["large_upload_bytes"] = large_jpeg.stat().st_size
+    large_script = [script[0], str(large_jpeg), script[2]]
     # A 200 MB upload needs a higher body limit (and pixel limit) than the defaults.
     instance = Instance(root / "main", MAX_UPLOAD_MB="300", MAX_IMAGE_PIXELS="100000000")
     with (
@@ -733,6 +742,7 @@ def measure(
             wrk(target.url + "/api/", 1, instance.auth)
         runs = [(label, server, path, None) for label, path in endpoints]
         runs.append(("upload 50 KB, 4 clients", server, "/api/images/", script))
+        runs.append(("upload 5 MB, 4 clients", server, "/api/images/", large_script))
         # Tracking on and off, alternated: the pairs that give what tracking costs.
         for round_ in (1, 2):
             for path in ("/api/images/", "/api/"):
@@ -838,23 +848,31 @@ def render(
             target = ROOT_SHARE
         elif label == "image list page 1":
             target = LIST_SHARE
-        elif label.startswith("upload"):
+        elif label == "upload 50 KB, 4 clients":
             target = UPLOAD_SHARE
+        elif label == "upload 5 MB, 4 clients":
+            target = None  # issue 3 asks for the figure and sets no target
         else:
             target = ANY_SHARE
-        ok = ratio >= target and load.non_2xx == 0 and not load.server_errors
-        checks.append(
-            (f"{label}: at least {target:.0%} of the ceiling, no error", f"{ratio:.1%}", ok)
-        )
+        if target is None:
+            goal = "—"
+        else:
+            ok = ratio >= target and load.non_2xx == 0 and not load.server_errors
+            checks.append(
+                (f"{label}: at least {target:.0%} of the ceiling, no error", f"{ratio:.1%}", ok)
+            )
+            goal = f"≥ {target:.0%} {verdict(ok)}"
         lines.append(
             f"| {label} | {load.rps:,.0f} | {ceilings[label]:,.0f} | {ratio:.1%} | "
-            f"{load.p50_ms:.2f} | {load.p99_ms:.2f} | {load.non_2xx} | "
-            f"≥ {target:.0%} {verdict(ok)} |"
+            f"{load.p50_ms:.2f} | {load.p99_ms:.2f} | {load.non_2xx} | {goal} |"
         )
+    small, large = loads["upload 50 KB, 4 clients"], loads["upload 5 MB, 4 clients"]
     lines += [
         "",
-        f"Uploads send a {found['upload_bytes'] / 1000:.0f} KB JPEG (made unique per request) "
-        "with 3 tags; each file is fsynced before its 201.",
+        f"Uploads send a {found['upload_bytes'] / 1000:.0f} KB JPEG and a "
+        f"{found['large_upload_bytes'] / 1e6:.1f} MB JPEG (made unique per request) with 3 tags; "
+        "each file is fsynced before its 201. 5xx among their non-2xx: "
+        f"{small.server_errors} (50 KB), {large.server_errors} (5 MB).",
         "",
         "## What tracking costs",
         "",
