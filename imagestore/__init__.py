@@ -7,7 +7,8 @@ import secrets
 import sqlite3
 from typing import Any
 
-from flask import Flask, g, has_request_context
+from flask import Flask, Request, Response, g, has_request_context
+from flask.sessions import SessionInterface, SessionMixin
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -63,6 +64,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     init_logging(app)  # first: its hooks wrap every other one
 
     app.json.sort_keys = False
+    app.session_interface = NoCookieSession()
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(PROJECT_ROOT, "migrations"))
     init_auth(app)
@@ -77,6 +79,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(storage_cli)
     app.cli.add_command(trackings_cli)
     return app
+
+
+class NoCookieSession(SessionInterface):
+    """No cookie session: clients authenticate on every call, so none is read or set.
+
+    Flask's default derives a signing key for the session cookie on every request.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin:
+        return self.make_null_session(app)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Set no cookie."""
 
 
 def trust_proxies(app: Flask) -> None:
@@ -157,6 +172,7 @@ def configure_sqlite(connection: Any, record: Any) -> None:
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA mmap_size=268435456")
         cursor.close()
 
 

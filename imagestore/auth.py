@@ -18,10 +18,10 @@ from flask import Flask, Request, Response, current_app
 from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
 from sqlalchemy import select
 from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.util import identity_key
 from werkzeug.exceptions import Forbidden, Unauthorized
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from .driver import fetch_one
 from .errors import problem_response
 from .extensions import db
 from .models import Token, User, utcnow
@@ -40,7 +40,8 @@ token_auth = BearerAuth(scheme="Bearer", realm="imagestore")
 # What views use: the scheme of the request's Authorization header picks one; Basic by default.
 auth = MultiAuth(basic_auth, token_auth)
 AUTH_METHODS = ("basic", "bearer")
-USER_COLUMNS = User.__table__.c
+# What a remembered credential is checked against, on every request.
+USER_BY_ID = "SELECT id, username, password_hash, is_active, is_admin FROM users WHERE id = ?"
 
 
 class CredentialCache:
@@ -137,21 +138,25 @@ def verify_password(username: str, password: str) -> User | None:
 
 
 def load_user(user_id: int) -> User | None:
-    """Return a user read fresh from its row, as a session object, or None.
+    """Return a user read fresh from its row, or None.
 
-    The row is read with a plain select and handed to the session as already loaded: on every
-    request this costs a third less than `session.get`, which builds an ORM query.
+    This runs on every request, so the row is read on the driver and the user is not added to
+    the session (views refer to it by id): a fraction of the cost of a session query. The
+    object is detached and holds what authentication and permissions use: id, username,
+    password hash, is_active and is_admin.
     """
-    existing = db.session.identity_map.get(identity_key(User, user_id))
-    if existing is not None:
-        db.session.refresh(existing)
-        return existing
-    row = db.session.execute(select(*USER_COLUMNS).where(USER_COLUMNS.id == user_id)).first()
+    row = fetch_one(db.engine, USER_BY_ID, (user_id,))
     if row is None:
         return None
-    user = User(**row._mapping)
-    make_transient_to_detached(user)  # as if loaded: persistent once added, nothing to flush
-    db.session.add(user)
+    user_id, username, password_hash, is_active, is_admin = row
+    user = User(
+        id=user_id,
+        username=username,
+        password_hash=password_hash,
+        is_active=bool(is_active),  # SQLite answers 0 or 1
+        is_admin=bool(is_admin),
+    )
+    make_transient_to_detached(user)
     return user
 
 

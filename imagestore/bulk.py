@@ -10,10 +10,11 @@ from .auth import auth
 from .content import release_content
 from .errors import abort_with, bad_field
 from .extensions import begin_writes, db
+from .image_rows import write_images
 from .images import bp, find_tags
 from .models import Image, fold_name
 from .openapi import doc
-from .schemas import BulkDelete, BulkTag, CreateMissingTags, ImageSchema, image_schema, use_args
+from .schemas import BulkDelete, BulkTag, CreateMissingTags, ImageSchema, use_args
 
 
 def find_images(ids: list[int]) -> list[Image]:
@@ -63,7 +64,7 @@ def bulk_tag_images(query_args: dict[str, Any], json_args: dict[str, Any]) -> li
         known = {tag.name_folded for tag in kept}
         image.tags = kept + [tag for tag in added if tag.name_folded not in known]
     db.session.commit()
-    return image_schema.dump(images, many=True)
+    return write_images(images)
 
 
 @bp.post("/bulk-delete/")

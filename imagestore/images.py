@@ -19,9 +19,10 @@ from .content import (
 )
 from .errors import abort_with, bad_field, invalid_input
 from .extensions import begin_writes, db
+from .image_rows import IMAGE_BY_ID, page_queries, read_images, write_images
 from .models import Image, Tag, User, fold_name, lock_content
 from .openapi import doc
-from .pagination import paginate
+from .pagination import page_envelope
 from .schemas import (
     CreateMissingTags,
     FileArgs,
@@ -80,7 +81,7 @@ def find_tags(
         bad_field(location, field, f"Unknown tags: {', '.join(missing)}.")
     created = []
     for name in missing:
-        tag = Tag(created_by=auth.current_user())
+        tag = Tag(created_by_id=auth.current_user().id)
         tag.rename(name)
         created.append(tag)
     db.session.add_all(created)
@@ -118,10 +119,11 @@ def ensure_may_change(image: Image, user: User) -> None:
 @use_args(ImageFilters(), location="query")
 def list_images(query_args: dict[str, Any]) -> dict[str, Any]:
     """Return one page of images, newest first, that match the filters."""
-    query = Image.matching(query_args).options(
-        selectinload(Image.tags), joinedload(Image.created_by)
-    )
-    return paginate(query, image_schema, query_args)
+    page, count = page_queries(query_args)
+    # A connection of the view's own: one read transaction, none of the session's bookkeeping.
+    with db.engine.connect() as connection:
+        rows = read_images(connection, page)
+        return page_envelope(rows, query_args, lambda: connection.scalar(count))
 
 
 @bp.post("/")
@@ -153,14 +155,14 @@ def create_image(
             images = [upload.new_image() for upload in checked]
             for image in images:
                 image.tags = tags
-                image.created_by = auth.current_user()
+                image.created_by_id = auth.current_user().id
             place_and_commit(checked, images)
     except BadUploads as error:
         refuse_bad_uploads(error, len(uploads))
     if len(images) > 1:
-        return image_schema.dump(images, many=True), 201, {}
+        return write_images(images), 201, {}
     location = url_for("images.get_image", image_id=images[0].id, _external=True)
-    return image_schema.dump(images[0]), 201, {"Location": location}
+    return write_images(images)[0], 201, {"Location": location}
 
 
 def refuse_duplicates(checked: list[CheckedUpload]) -> None:
@@ -182,7 +184,13 @@ def refuse_duplicates(checked: list[CheckedUpload]) -> None:
 @auth.login_required
 def get_image(image_id: int) -> dict[str, Any]:
     """Return one image."""
-    return image_schema.dump(find_image(image_id))
+    if image_id > MAX_ID:
+        abort(404, description=f"No image has the id {image_id}.")
+    with db.engine.connect() as connection:
+        found = read_images(connection, IMAGE_BY_ID, {"image_id": image_id})
+    if not found:
+        abort(404, description=f"No image has the id {image_id}.")
+    return found[0]
 
 
 @bp.put("/<int:image_id>/")
@@ -217,7 +225,7 @@ def retag(image_id: int, args: dict[str, Any], create_missing: bool) -> dict[str
     if "tags" in args:
         image.tags = find_tags(args["tags"], "json_or_form", create_missing=create_missing)
         db.session.commit()
-    return image_schema.dump(image)
+    return write_images([image])[0]
 
 
 @bp.delete("/<int:image_id>/")

@@ -1,11 +1,12 @@
 """One page of a query in the {count, next, previous, results} envelope of the old service."""
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import abort, request
 from marshmallow import Schema
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, literal_column, select
 
 from .extensions import db
 
@@ -28,28 +29,50 @@ def page_url(page: int) -> str:
     return list_url("page", page)
 
 
-def paginate(query: Select, schema: Schema, args: dict[str, Any]) -> dict[str, Any]:
-    """Run one page of a query and wrap the dumped rows with the count and the page links.
-
-    A page that is not full is the last one: its rows tell the count, no count query runs.
-    """
-    page, size = args["page"], args["page_size"]
-    offset = (page - 1) * size
+def page_window(args: dict[str, Any]) -> tuple[int, int]:
+    """Return the offset and the size of the page asked for."""
+    size = args["page_size"]
+    offset = (args["page"] - 1) * size
     if offset > MAX_OFFSET:
         abort(404, description="Invalid page.")  # past any table, and past what SQL takes
-    rows = db.session.scalars(query.limit(size).offset(offset)).all()
-    if page > 1 and not rows:
+    return offset, size
+
+
+def count_of(query: Select) -> Select:
+    """Select how many rows a query selects.
+
+    Only the rows are counted: computed columns (a tag's image count) are not worked out.
+    """
+    rows = query.with_only_columns(literal_column("1"), maintain_column_froms=True)
+    return select(func.count()).select_from(rows.order_by(None).subquery())
+
+
+def page_envelope(
+    results: list[dict[str, Any]], args: dict[str, Any], count: Callable[[], int]
+) -> dict[str, Any]:
+    """Wrap one page of dumped rows with the count of all rows and the page links.
+
+    A page that is not full is the last one: its rows tell the count and `count` is not called.
+    """
+    page, size = args["page"], args["page_size"]
+    if page > 1 and not results:
         abort(404, description="Invalid page.")
-    if len(rows) < size:
-        count = offset + len(rows)
-    else:
-        count = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    total = (page - 1) * size + len(results) if len(results) < size else count()
     return {
-        "count": count,
-        "next": page_url(page + 1) if page * size < count else None,
+        "count": total,
+        "next": page_url(page + 1) if page * size < total else None,
         "previous": page_url(page - 1) if page > 1 else None,
-        "results": schema.dump(rows, many=True),
+        "results": results,
     }
+
+
+def paginate(query: Select, schema: Schema, args: dict[str, Any]) -> dict[str, Any]:
+    """Run one page of a query and wrap the dumped rows with the count and the page links."""
+    offset, size = page_window(args)
+    rows = db.session.scalars(query.limit(size).offset(offset)).all()
+    return page_envelope(
+        schema.dump(rows, many=True), args, lambda: db.session.scalar(count_of(query))
+    )
 
 
 def cursor_url(cursor: int) -> str:

@@ -49,13 +49,16 @@ parser = Parser()
 use_args = parser.use_args
 
 
+def utc_text(value: datetime) -> str:
+    """Write a timestamp in UTC as ISO 8601 with a `Z`: 2026-11-27T10:00:00.123456Z."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 class Timestamp(fields.DateTime):
     """A UTC timestamp written as ISO 8601 with a `Z`: 2026-11-27T10:00:00.123456Z."""
 
     def _serialize(self, value: datetime | None, attr, obj, **kwargs) -> str | None:
-        if value is None:
-            return None
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return None if value is None else utc_text(value)
 
 
 def normalize_tag_name(value: str) -> str:

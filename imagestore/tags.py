@@ -4,7 +4,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, url_for
 from marshmallow import ValidationError
-from sqlalchemy import insert, literal, select
+from sqlalchemy import Connection, Select, insert, literal, select
 from sqlalchemy.orm import joinedload
 
 from .auth import auth
@@ -12,10 +12,20 @@ from .errors import bad_field
 from .extensions import begin_writes, db
 from .models import Tag, User, image_tags
 from .openapi import doc
-from .pagination import paginate
-from .schemas import TagFilters, TagInput, TagMerge, normalize_tag_name, tag_schema, use_args
+from .pagination import count_of, page_envelope, page_window
+from .schemas import (
+    TagFilters,
+    TagInput,
+    TagMerge,
+    normalize_tag_name,
+    tag_schema,
+    use_args,
+    utc_text,
+)
 
 bp = Blueprint("tags", __name__, url_prefix="/api/tags")
+# What a tag list shows of each tag: `TagSchema`'s fields, in its order.
+TAG_COLUMNS = (Tag.name, Tag.image_count, User.username, Tag.created_at)
 
 
 def find_tag(name: str) -> Tag:
@@ -51,8 +61,24 @@ def ensure_may_change(tag: Tag, user: User) -> None:
 @use_args(TagFilters(), location="query")
 def list_tags(query_args: dict[str, Any]) -> dict[str, Any]:
     """Return one page of tags sorted by name, optionally only those whose name contains `name`."""
-    query = Tag.matching(query_args).options(joinedload(Tag.created_by))
-    return paginate(query, tag_schema, query_args)
+    query = Tag.matching(query_args)
+    offset, size = page_window(query_args)
+    # A connection of the view's own: one read transaction, none of the session's bookkeeping.
+    with db.engine.connect() as connection:
+        rows = read_tags(connection, query.limit(size).offset(offset))
+        return page_envelope(rows, query_args, lambda: connection.scalar(count_of(query)))
+
+
+def read_tags(connection: Connection, query: Select) -> list[dict[str, Any]]:
+    """Run a select of tags and return them as `TagSchema` dumps them, from plain rows.
+
+    A list page skips the ORM's and marshmallow's work for each tag (several times cheaper).
+    """
+    rows = query.with_only_columns(*TAG_COLUMNS).outerjoin(User, User.id == Tag.created_by_id)
+    return [
+        {"name": name, "image_count": count, "created_by": by, "created_at": utc_text(at)}
+        for name, count, by, at in connection.execute(rows)
+    ]
 
 
 @bp.post("/")
@@ -63,7 +89,7 @@ def create_tag(json_args: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str
     """Create a tag; 409 when one of that name exists."""
     begin_writes()
     ensure_name_free(json_args["name"])
-    tag = Tag(created_by=auth.current_user())
+    tag = Tag(created_by_id=auth.current_user().id)
     tag.rename(json_args["name"])
     db.session.add(tag)
     db.session.commit()

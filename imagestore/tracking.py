@@ -18,7 +18,7 @@ from .models import Tracking, utcnow
 from .openapi import doc
 from .pagination import keyset_page, paginate
 from .schemas import TrackingFilters, tracking_schema, use_args
-from .tracking_writer import flush_trackings, save_tracking
+from .tracking_writer import JSONText, flush_trackings, save_tracking
 
 bp = Blueprint("tracking", __name__, url_prefix="/api/trackings")
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def stored_response(response: Response, limit: int) -> tuple[Any, bool]:
     """Return the response body to store (redacted, capped) and whether it was cut.
 
     The common case is cheap: a body that mentions no secret marker needs no redaction, so it
-    is cut as the text it is, or parsed once when it fits.
+    is stored as the JSON text it is, or cut.
     """
     if response.is_streamed or not response.is_json:
         return None, False
@@ -164,10 +164,7 @@ def stored_response(response: Response, limit: int) -> tuple[Any, bool]:
         return capped(redact(response_body(response)), limit)
     if len(text) > limit:
         return text[:limit].decode(errors="ignore"), True
-    try:
-        return json.loads(text), False
-    except ValueError:
-        return None, False
+    return JSONText(text.decode()), False
 
 
 def describe(req: Request, response: Response) -> dict[str, Any]:
@@ -203,25 +200,22 @@ def describe(req: Request, response: Response) -> dict[str, Any]:
     }
 
 
-def start_timer() -> None:
-    """Note when the request started, for its duration."""
+def start_request() -> None:
+    """Note when the request started; before a read of the log, let it see this process's rows."""
     g.tracking_started = time.perf_counter()
-
-
-def flush_before_reading() -> None:
-    """Let a read of the log see the rows this process queued (before any read begins)."""
     if request.path.startswith(bp.url_prefix):
-        flush_trackings()
+        flush_trackings()  # before any read of the log begins
 
 
 def record_request(response: Response) -> Response:
     """Store one tracking row per API call, failed calls included; never fail the response."""
     if current_app.config["TRACKING_ENABLED"] and is_tracked(request.path):
         try:
-            row = describe(request, response)
+            row = describe(request._get_current_object(), response)
             # Whatever the view left uncommitted is abandoned; the row is written on its own.
             # Closing (not rolling back) keeps the loaded objects readable without a reload.
-            db.session.close()
+            if db.session.registry.has():
+                db.session.close()
             g.db_writes = False
             save_tracking(row)
         except SQLAlchemyError:
@@ -231,6 +225,5 @@ def record_request(response: Response) -> Response:
 
 def init_tracking(app: Flask) -> None:
     """Time and record every request to the API."""
-    app.before_request(start_timer)
-    app.before_request(flush_before_reading)
+    app.before_request(start_request)
     app.after_request(record_request)

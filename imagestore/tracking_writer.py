@@ -28,6 +28,7 @@ from sqlalchemy import JSON
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
+from .driver import driver_sql
 from .extensions import db
 from .models import Tracking, UTCDateTime
 
@@ -44,12 +45,20 @@ QUEUE_LIMIT = 1_000  # rows of up to a few KB each: a bounded amount of memory
 FLUSH_SECONDS = 10.0
 
 
+# Columns whose values the driver does not take as they are.
+CONVERTED_COLUMNS = JSON_COLUMNS | TIME_COLUMNS
+
+
+class JSONText(str):
+    """JSON already encoded, such as a response body as it was sent: stored as it is."""
+
+
 @functools.cache
 def insert_sql(paramstyle: str, columns: tuple[str, ...]) -> str:
     """Return the INSERT statement of a tracking row with these columns."""
-    marker = "?" if paramstyle == "qmark" else "%s"
     names = ", ".join(f'"{column}"' for column in columns)
-    return f"INSERT INTO trackings ({names}) VALUES ({', '.join(marker for _ in columns)})"
+    markers = ", ".join("?" for _ in columns)
+    return driver_sql(paramstyle, f"INSERT INTO trackings ({names}) VALUES ({markers})")
 
 
 def bind_value(dialect: str, column: str, value: Any) -> Any:
@@ -57,6 +66,8 @@ def bind_value(dialect: str, column: str, value: Any) -> Any:
     if value is None:
         return None
     if column in JSON_COLUMNS:
+        if isinstance(value, JSONText):
+            return str(value)  # PostgreSQL casts text to JSONB itself
         if dialect == "postgresql":
             from psycopg.types.json import Jsonb
 
@@ -67,12 +78,20 @@ def bind_value(dialect: str, column: str, value: Any) -> Any:
     return value
 
 
+def row_values(dialect: str, columns: tuple[str, ...], row: dict[str, Any]) -> list[Any]:
+    """Return a row's values in the order of `columns`, as the driver takes them."""
+    return [
+        bind_value(dialect, column, row[column]) if column in CONVERTED_COLUMNS else row[column]
+        for column in columns
+    ]
+
+
 def save_rows(engine: Engine, rows: list[dict[str, Any]]) -> None:
     """Insert tracking rows in one transaction of their own; raise SQLAlchemy's DBAPIError."""
     columns = tuple(rows[0])
     sql = insert_sql(engine.dialect.paramstyle, columns)
     dialect = engine.dialect.name
-    values = [[bind_value(dialect, column, row[column]) for column in columns] for row in rows]
+    values = [row_values(dialect, columns, row) for row in rows]
     dbapi = engine.dialect.loaded_dbapi
     connection = engine.raw_connection()
     try:

@@ -11,19 +11,16 @@ STAND_IN = 1_987_654_321
 MAX_TEMPLATES = 512
 
 
-def external_url(endpoint: str, **values: int) -> str:
-    """Return `url_for(endpoint, **values, _external=True)` for integer values, quickly.
+def url_template(endpoint: str, *names: str) -> str:
+    """Return this request's absolute URL of `endpoint` as a `str.format` template of `names`.
 
-    The router builds each shape (host, endpoint and value names) once; later calls only put
-    the numbers into it. A list of 100 images needs hundreds of URLs.
+    The router builds each shape (host, endpoint and value names) once; integers fill it in.
     """
-    if not all(type(value) is int for value in values.values()):
-        return url_for(endpoint, _external=True, **values)
     templates = current_app.extensions.setdefault("imagestore.url_templates", {})
-    key = (request.host_url, request.script_root, endpoint, *values)
+    key = (request.host_url, request.script_root, endpoint, *names)
     template = templates.get(key)
     if template is None:
-        stand_ins = {name: STAND_IN + index for index, name in enumerate(values)}
+        stand_ins = {name: STAND_IN + index for index, name in enumerate(names)}
         template = url_for(endpoint, _external=True, **stand_ins)
         template = template.replace("{", "{{").replace("}", "}}")
         for name, stand_in in stand_ins.items():
@@ -31,4 +28,14 @@ def external_url(endpoint: str, **values: int) -> str:
         if len(templates) >= MAX_TEMPLATES:
             templates.clear()
         templates[key] = template
-    return template.format(**values)
+    return template
+
+
+def external_url(endpoint: str, **values: int) -> str:
+    """Return `url_for(endpoint, **values, _external=True)` for integer values, quickly.
+
+    A list of 100 images needs hundreds of URLs: only the first of each shape asks the router.
+    """
+    if not all(type(value) is int for value in values.values()):
+        return url_for(endpoint, _external=True, **values)
+    return url_template(endpoint, *values).format(**values)

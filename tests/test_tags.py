@@ -10,7 +10,11 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from werkzeug.test import TestResponse
+
+from imagestore.extensions import db
+from imagestore.models import Tag
 
 Auth = tuple[str, str]
 
@@ -401,6 +405,29 @@ def test_list_tags_shows_tags_of_every_user(client, alice, bob, make_tag):
         ("cat", "alice"),
         ("dog", "bob"),
     ]
+
+
+def test_each_listed_tag_is_written_as_its_own_page_shows_it(
+    app, client, alice, bob, make_tag, upload
+):
+    make_tag("cat", alice)
+    make_tag("dog", bob)
+    make_tag("orphan", alice)
+    tagged_image(upload, alice, ["cat", "dog"])
+    with app.app_context():  # a tag whose creator is gone, made at a whole second
+        tag = db.session.scalar(select(Tag).where(Tag.name == "orphan"))
+        tag.created_by_id = None
+        tag.created_at = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+        db.session.commit()
+
+    listed = client.get("/api/tags/", auth=alice).json["results"]
+
+    assert [tag["name"] for tag in listed] == ["cat", "dog", "orphan"]
+    for tag in listed:
+        shown = client.get(f"/api/tags/{tag['name']}/", auth=alice).json
+        assert list(tag.items()) == list(shown.items())
+    assert listed[2]["created_by"] is None
+    assert listed[2]["created_at"] == "2026-11-27T10:00:00Z"
 
 
 def test_list_tags_shows_the_image_count(client, alice, make_tag, upload):
