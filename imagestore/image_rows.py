@@ -40,6 +40,9 @@ IMAGE_VALUES = attrgetter(*(column.key for column in IMAGE_COLUMNS[:-1]))
 PAGE_QUERIES: dict[tuple, tuple[Select, Select]] = {}
 MAX_PAGE_QUERIES = 256
 MAX_KEPT_TAG_NAMES = 20
+# Arguments of a list that choose no images: a list filtered by tags alone is counted from the
+# image-tag links (`Image.count_tagged`).
+UNFILTERED = frozenset({"page", "page_size", "ordering", "tags"})
 
 Writer = Callable[[Sequence[Any], list[str]], dict[str, Any]]
 
@@ -68,7 +71,11 @@ def page_queries(filters: dict[str, Any]) -> tuple[Select, Select]:
     if queries is None:
         offset, size = page_window(filters)
         query = Image.matching(filters)
-        queries = (image_rows(query).limit(size).offset(offset), count_of(query))
+        only_tags = filters.get("tags") and all(
+            value in (None, [], "") for name, value in filters.items() if name not in UNFILTERED
+        )
+        count = Image.count_tagged(filters["tags"]) if only_tags else count_of(query)
+        queries = (image_rows(query).limit(size).offset(offset), count)
         names = sum(len(value) for value in filters.values() if isinstance(value, list))
         if names <= MAX_KEPT_TAG_NAMES:
             if len(PAGE_QUERIES) >= MAX_PAGE_QUERIES:

@@ -6,9 +6,12 @@ than an insert). And with `TRACKING_WRITE_BEHIND` (the default) a worker's backg
 writes the rows that queued up meanwhile in one transaction: SQLite and PostgreSQL then update
 each index page once per batch instead of once per row.
 
-A row is in the queue for a few milliseconds; `flush()` waits for it (the trackings API calls it,
-so a process reads its own rows). Rows still queued when a worker exits are written by an
-`atexit` hook. When the queue is full, a request writes its row itself.
+A row waits in the queue for at most half a second (`LINGER_SECONDS`), or until 500 rows are
+queued: every commit makes the other connections of a SQLite database drop their cached pages,
+so fewer, larger batches keep reads fast. `flush()` waits for the queue (the trackings API calls
+it, so a process reads its own rows at once; other workers' rows show within the half second).
+Rows still queued when a worker exits are written by an `atexit` hook. When the queue is full,
+a request writes its row itself.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ TIME_COLUMNS = frozenset(
     c.name for c in Tracking.__table__.columns if isinstance(c.type, UTCDateTime)
 )
 BATCH_SIZE = 500
-LINGER_SECONDS = 0.05
+LINGER_SECONDS = 0.5
 QUEUE_LIMIT = 1_000  # rows of up to a few KB each: a bounded amount of memory
 FLUSH_SECONDS = 10.0
 
