@@ -22,7 +22,7 @@ from .extensions import begin_writes, db
 from .image_rows import IMAGE_BY_ID, page_queries, read_images, write_images
 from .models import Image, Tag, User, fold_name, lock_content
 from .openapi import doc
-from .pagination import page_envelope
+from .pagination import read_page
 from .schemas import (
     CreateMissingTags,
     FileArgs,
@@ -120,10 +120,7 @@ def ensure_may_change(image: Image, user: User) -> None:
 def list_images(query_args: dict[str, Any]) -> dict[str, Any]:
     """Return one page of images, newest first, that match the filters."""
     page, count = page_queries(query_args)
-    # A connection of the view's own: one read transaction, none of the session's bookkeeping.
-    with db.engine.connect() as connection:
-        rows = read_images(connection, page)
-        return page_envelope(rows, query_args, lambda: connection.scalar(count))
+    return read_page(read_images, page, count, query_args)
 
 
 @bp.post("/")
@@ -184,10 +181,10 @@ def refuse_duplicates(checked: list[CheckedUpload]) -> None:
 @auth.login_required
 def get_image(image_id: int) -> dict[str, Any]:
     """Return one image."""
-    if image_id > MAX_ID:
-        abort(404, description=f"No image has the id {image_id}.")
-    with db.engine.connect() as connection:
-        found = read_images(connection, IMAGE_BY_ID, {"image_id": image_id})
+    found = []
+    if image_id <= MAX_ID:
+        with db.engine.connect() as connection:
+            found = read_images(connection, IMAGE_BY_ID, {"image_id": image_id})
     if not found:
         abort(404, description=f"No image has the id {image_id}.")
     return found[0]

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 from flask import abort, request
 from marshmallow import Schema
-from sqlalchemy import Select, func, literal_column, select
+from sqlalchemy import Connection, Select, func, literal_column, select
 
 from .extensions import db
 
@@ -64,6 +64,21 @@ def page_envelope(
         "previous": page_url(page - 1) if page > 1 else None,
         "results": results,
     }
+
+
+def read_page(
+    read: Callable[[Connection, Select], list[dict[str, Any]]],
+    page: Select,
+    count: Select,
+    args: dict[str, Any],
+) -> dict[str, Any]:
+    """Wrap the rows that `read` writes out of the select `page` with the count and page links.
+
+    They are read on a connection of their own: one read transaction, none of the session's
+    bookkeeping (lists are the hottest responses).
+    """
+    with db.engine.connect() as connection:
+        return page_envelope(read(connection, page), args, lambda: connection.scalar(count))
 
 
 def paginate(query: Select, schema: Schema, args: dict[str, Any]) -> dict[str, Any]:

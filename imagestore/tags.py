@@ -12,7 +12,7 @@ from .errors import bad_field
 from .extensions import begin_writes, db
 from .models import Tag, User, image_tags
 from .openapi import doc
-from .pagination import count_of, page_envelope, page_window
+from .pagination import count_of, page_window, read_page
 from .schemas import (
     TagFilters,
     TagInput,
@@ -63,10 +63,7 @@ def list_tags(query_args: dict[str, Any]) -> dict[str, Any]:
     """Return one page of tags sorted by name, optionally only those whose name contains `name`."""
     query = Tag.matching(query_args)
     offset, size = page_window(query_args)
-    # A connection of the view's own: one read transaction, none of the session's bookkeeping.
-    with db.engine.connect() as connection:
-        rows = read_tags(connection, query.limit(size).offset(offset))
-        return page_envelope(rows, query_args, lambda: connection.scalar(count_of(query)))
+    return read_page(read_tags, query.limit(size).offset(offset), count_of(query), query_args)
 
 
 def read_tags(connection: Connection, query: Select) -> list[dict[str, Any]]:
