@@ -17,8 +17,9 @@ from werkzeug.routing import Rule
 from . import api, bulk, health, images, tags, tokens, tracking  # noqa: F401 (bulk: routes)
 from .auth import init_auth
 from .cli import users_cli
+from .db_cli import AppCommands
 from .errors import register_error_handlers
-from .extensions import db, migrate
+from .extensions import db
 from .logs import init_logging
 from .openapi import init_openapi
 from .storage import init_storage
@@ -36,7 +37,6 @@ TEXT_SETTINGS = (
     "S3_ACCESS_KEY_ID",
     "S3_SECRET_ACCESS_KEY",
 )
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -48,6 +48,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         instance_relative_config=True,
         static_folder=None,
     )
+    app.cli = AppCommands(app)
     app.config.from_object("imagestore.config")
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
@@ -66,7 +67,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     app.session_interface = NoCookieSession()
     db.init_app(app)
-    migrate.init_app(app, db, directory=os.path.join(PROJECT_ROOT, "migrations"))
     init_auth(app)
     init_storage(app)
     register_error_handlers(app)

@@ -1,7 +1,6 @@
 """The Flask extensions, created unbound so that every module can import them."""
 
 from flask import g
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
@@ -21,7 +20,6 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
-migrate = Migrate()
 
 
 def begin_writes() -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from imagestore import create_app
 from imagestore.auth import hash_password
+from imagestore.db_cli import init_migrations
 from imagestore.extensions import db
 from imagestore.models import User
 
@@ -47,6 +48,7 @@ def settings(database_url: str, tmp_path: Any) -> dict[str, Any]:
 def migrate_database(url: str, tmp_path: Any) -> None:
     """Apply every migration to an empty database, as `flask db upgrade` does."""
     app = create_app(settings(url, tmp_path))
+    init_migrations(app)
     with app.app_context():
         upgrade()
         db.engine.dispose()

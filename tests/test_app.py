@@ -2,6 +2,8 @@
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 from conftest import POSTGRES_URL, settings
@@ -350,6 +352,20 @@ def test_migrations_upgrade_a_fresh_sqlite_database(tmp_path, make_app):
     with app.app_context():
         tables = set(inspect(db.engine).get_table_names())
     assert set(db.metadata.tables) <= tables
+
+
+def test_the_served_app_leaves_flask_migrate_unimported(environment):
+    imported = "import sys, wsgi; print(sorted({'alembic', 'flask_migrate'} & set(sys.modules)))"
+
+    result = subprocess.run(
+        [sys.executable, "-c", imported],
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert result.stdout.strip() == "[]"
 
 
 def test_migrated_database_matches_the_models(tmp_path, make_app):
