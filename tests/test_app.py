@@ -327,7 +327,7 @@ def test_numeric_secret_key_from_the_environment_is_kept_as_text(
     assert app.config["SECRET_KEY"] == "123456"
 
 
-def test_passwords_are_hashed_with_scrypt_by_default(database_url, tmp_path, make_app):
+def test_passwords_are_hashed_with_pbkdf2_by_default(database_url, tmp_path, make_app):
     config = settings(database_url, tmp_path)
     del config["PASSWORD_HASH_METHOD"]
     app = make_app(config)
@@ -337,7 +337,7 @@ def test_passwords_are_hashed_with_scrypt_by_default(database_url, tmp_path, mak
     assert result.exit_code == 0, result.output
     with app.app_context():
         stored = db.session.scalar(db.select(User.password_hash).where(User.username == "carol"))
-    assert stored.startswith("scrypt:")
+    assert stored.startswith("pbkdf2:sha256:600000$")
 
 
 # Database
