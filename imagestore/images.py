@@ -20,7 +20,7 @@ from .content import (
 from .errors import abort_with, bad_field, invalid_input
 from .extensions import begin_writes, db
 from .image_rows import IMAGE_BY_ID, page_queries, read_images, write_images
-from .models import Image, Tag, User, fold_name, lock_content
+from .models import CurrentUser, Image, Tag, fold_name, lock_content
 from .openapi import doc
 from .pagination import read_page
 from .schemas import (
@@ -107,7 +107,7 @@ def refuse_bad_uploads(error: BadUploads, count: int) -> NoReturn:
     )
 
 
-def ensure_may_change(image: Image, user: User) -> None:
+def ensure_may_change(image: Image, user: CurrentUser) -> None:
     """Answer 403 unless the user uploaded the image or is an admin."""
     if not image.may_be_changed_by(user):
         abort(403, description="Only the image's uploader or an administrator may change it.")

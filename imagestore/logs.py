@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, Response, after_this_request, g, has_request_context, request
+from flask import Flask, Response, g, has_request_context, request
 from flask.logging import default_handler
 
 from .auth import auth
@@ -93,16 +93,6 @@ def start_request() -> None:
     """Fix the request id and note the start time, before any other hook can fail."""
     g.log_started = time.perf_counter()
     request_id()
-    # Runs before every app-wide after-request hook, so before the tracking recorder's
-    # rollback expires the user and reading its name would cost a query.
-    after_this_request(note_user)
-
-
-def note_user(response: Response) -> Response:
-    """Remember the authenticated user's name for the request's log line."""
-    user = auth.current_user()
-    g.log_user = user.username if user else None
-    return response
 
 
 def log_request(response: Response) -> Response:
@@ -119,12 +109,13 @@ def log_request(response: Response) -> Response:
         level = logging.INFO
     if access_log.isEnabledFor(level):
         started = context.get("log_started", time.perf_counter())
+        user = auth.current_user()
         fields = {
             "method": req.method,
             "path": path[:PATH_LIMIT],
             "status": status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            "user": context.get("log_user"),
+            "user": user.username if user else None,
             "remote_addr": req.remote_addr,
         }
         access_log.log(

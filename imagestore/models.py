@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -131,6 +132,25 @@ class User(db.Model):
         return f"<User {self.username}>"
 
 
+@dataclass(frozen=True, slots=True)
+class CurrentUser:
+    """The user a request authenticated as: what authentication and permissions read of the row.
+
+    A plain value rather than a mapped `User`: it is built on every request, where an ORM object
+    costs more than reading its row.
+    """
+
+    id: int
+    username: str
+    password_hash: str
+    is_active: bool
+    is_admin: bool
+
+    @classmethod
+    def of(cls, user: User) -> CurrentUser:
+        return cls(user.id, user.username, user.password_hash, user.is_active, user.is_admin)
+
+
 class Token(db.Model):
     """A bearer token of a user: only its SHA-256 is stored, the secret is shown once."""
 
@@ -151,7 +171,7 @@ class Token(db.Model):
         return hashlib.sha256(secret.encode()).hexdigest()
 
     @classmethod
-    def owned_by(cls, user: User) -> Select:
+    def owned_by(cls, user: CurrentUser) -> Select:
         """Select a user's tokens, newest first."""
         return select(cls).where(cls.user_id == user.id).order_by(cls.id.desc())
 
@@ -304,7 +324,7 @@ class Image(db.Model):
             query = query.where(image_tags.c.image_id.in_(also))
         return query
 
-    def may_be_changed_by(self, user: User) -> bool:
+    def may_be_changed_by(self, user: CurrentUser) -> bool:
         """Tell whether a user may re-tag or delete the image: its uploader or an admin."""
         return user.is_admin or self.created_by_id == user.id
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import joinedload
 from .auth import auth
 from .errors import bad_field
 from .extensions import begin_writes, db
-from .models import Tag, User, image_tags
+from .models import CurrentUser, Tag, User, image_tags
 from .openapi import doc
 from .pagination import count_of, page_window, read_page
 from .schemas import (
@@ -49,7 +49,7 @@ def ensure_name_free(name: str, tag: Tag | None = None) -> None:
         abort(409, description=f"A tag named {existing.name!r} already exists{merge}.")
 
 
-def ensure_may_change(tag: Tag, user: User) -> None:
+def ensure_may_change(tag: Tag, user: CurrentUser) -> None:
     """Answer 403 unless the user created the tag or is an admin."""
     if not (user.is_admin or tag.created_by_id == user.id):
         abort(403, description="Only the tag's creator or an administrator may change it.")
