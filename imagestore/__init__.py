@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Request, Response, g, has_request_context
 from flask.sessions import SessionInterface, SessionMixin
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Rule
 
@@ -42,7 +44,7 @@ TEXT_SETTINGS = (
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; tests pass a dict that replaces instance and env config."""
     instance_path = os.environ.get("IMAGESTORE_INSTANCE_PATH") or None
-    app = Flask(
+    app = ImageStore(
         __name__,
         instance_path=instance_path and os.path.abspath(instance_path),
         instance_relative_config=True,
@@ -79,6 +81,46 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(storage_cli)
     app.cli.add_command(trackings_cli)
     return app
+
+
+class Fields(ImmutableMultiDict):
+    """Query and form fields whose `get` of a missing key raises nothing on the way.
+
+    werkzeug's `get` catches the exception that `[]` raises for a missing key, an HTTP error
+    built with its description; webargs asks for every field of a schema, most of them absent.
+    """
+
+    def get(self, key: Any, default: Any = None, type: Any = None) -> Any:
+        if key not in self:
+            return default
+        return super().get(key, default, type)
+
+
+class ApiRequest(Request):
+    parameter_storage_class = Fields
+
+
+class ImageStore(Flask):
+    """Flask, which tells a plain function from an `async def` one once, not on every call.
+
+    Flask asks it of every request hook and view, and Flask-HTTPAuth of its callbacks: about
+    ten times a request, each an inspection of the function. Its requests keep their fields in
+    `Fields`.
+    """
+
+    request_class = ApiRequest
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sync_functions: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        sync = self.sync_functions.get(func)
+        if sync is None:
+            if len(self.sync_functions) >= 1024:  # functions made per request: no unbounded growth
+                self.sync_functions.clear()
+            sync = self.sync_functions[func] = super().ensure_sync(func)
+        return sync
 
 
 class NoCookieSession(SessionInterface):

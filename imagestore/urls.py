@@ -17,7 +17,9 @@ def url_template(endpoint: str, *names: str) -> str:
     The router builds each shape (host, endpoint and value names) once; integers fill it in.
     """
     templates = current_app.extensions.setdefault("imagestore.url_templates", {})
-    key = (request.host_url, request.script_root, endpoint, *names)
+    req = request._get_current_object()
+    # What the router builds an external URL from (the same as `host_url`, which costs more).
+    key = (req.scheme, req.host, req.root_path, endpoint, *names)
     template = templates.get(key)
     if template is None:
         stand_ins = {name: STAND_IN + index for index, name in enumerate(names)}
