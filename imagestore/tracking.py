@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -31,6 +32,8 @@ SECRET_MARKERS = ("password", "secret", "token", "authorization", "cookie", "key
 UNSAFE_JSON_BYTES = (*(marker.encode() for marker in SECRET_MARKERS), b"\\u0000", b"\\ud")
 REDACTED = "[redacted]"
 TEXT_LIMIT = 512
+# Longest response body whose redacted form is remembered (128 of them at most).
+CLEANED_BODY_CACHE_LIMIT = 4096
 
 
 @bp.get("/")
@@ -113,6 +116,8 @@ def request_data(req: Request, response: Response) -> Any:
     """Return the request body as JSON-like data: parsed JSON, or form fields and file summaries."""
     if response.status_code == 413:
         return None  # the body was refused unread
+    if not req.content_length and "chunked" not in req.headers.get("Transfer-Encoding", ""):
+        return None  # no body: nothing to parse
     if req.is_json:
         return req.get_json(silent=True)
     try:
@@ -151,6 +156,22 @@ def needs_cleaning(text: bytes) -> bool:
     return any(marker in lowered for marker in UNSAFE_JSON_BYTES)
 
 
+@functools.lru_cache(maxsize=128)
+def cleaned_body(text: bytes, limit: int) -> tuple[Any, bool]:
+    """Return a JSON body redacted and capped, and whether it was cut.
+
+    Remembered for the bodies that come back the same, such as the API root's (its "tokens" link
+    is a secret marker): the redaction of a short body is paid once. What it returns is immutable
+    (JSON text, or text cut), so every row may share it.
+    """
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None, False
+    value, cut = capped(redact(body), limit)
+    return (value if cut else JSONText(json.dumps(value, default=str))), cut
+
+
 def stored_response(response: Response, limit: int) -> tuple[Any, bool]:
     """Return the response body to store (redacted, capped) and whether it was cut.
 
@@ -161,6 +182,8 @@ def stored_response(response: Response, limit: int) -> tuple[Any, bool]:
         return None, False
     text = response.get_data()
     if needs_cleaning(text):
+        if len(text) <= CLEANED_BODY_CACHE_LIMIT:
+            return cleaned_body(text, limit)
         return capped(redact(response_body(response)), limit)
     if len(text) > limit:
         return text[:limit].decode(errors="ignore"), True

@@ -451,6 +451,25 @@ def test_secret_keys_in_a_response_body_are_never_stored(app, client, alice, adm
     assert row["response"]["name"] == "ok"
 
 
+def test_a_body_answered_again_is_redacted_again(app, client, alice, admin):
+    app.add_url_rule(
+        "/api/same-body/", "same_body", lambda: {"name": "ok", "session_token": "SAME-SECRET"}
+    )
+
+    client.get("/api/same-body/", auth=alice)
+    client.get("/api/same-body/", auth=alice)
+
+    rows = list_trackings(client, admin, endpoint="/api/same-body/")["results"]
+    assert [row["response"] for row in rows] == [{"name": "ok", "session_token": "[redacted]"}] * 2
+
+
+def test_the_root_links_are_stored_with_the_tokens_link_redacted(client, alice, admin):
+    response = client.get("/api/", auth=alice)
+
+    row = only_tracking(client, admin, "/api/")
+    assert row["response"] == response.json | {"tokens": "[redacted]"}
+
+
 # Cap on stored bodies
 
 
