@@ -97,6 +97,8 @@ class Fields(ImmutableMultiDict):
 
 
 class ApiRequest(Request):
+    """Flask's request, with its query and form fields in `Fields`."""
+
     parameter_storage_class = Fields
 
 

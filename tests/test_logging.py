@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -199,6 +200,15 @@ def test_response_carries_a_generated_request_id(client, alice):
     response = client.get("/api/", auth=alice)
 
     assert HEX_ID.match(response.headers["X-Request-ID"])
+
+
+def test_generated_request_ids_start_with_the_time_in_milliseconds(client, alice):
+    before = time.time_ns() // 1_000_000
+    first = client.get("/api/", auth=alice).headers["X-Request-ID"]
+    second = client.get("/api/", auth=alice).headers["X-Request-ID"]
+    after = time.time_ns() // 1_000_000
+
+    assert before <= int(first[:12], 16) <= int(second[:12], 16) <= after
 
 
 def test_each_request_gets_a_new_request_id(client, alice):
