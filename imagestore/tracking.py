@@ -143,26 +143,16 @@ def capped(value: Any, limit: int) -> tuple[Any, bool]:
     return text.encode()[:limit].decode(errors="ignore"), True
 
 
-def response_body(response: Response) -> Any:
-    """Return a JSON response's body, parsed; None for files and other content."""
-    if response.is_streamed or not response.is_json:
-        return None
-    return response.get_json(silent=True)
-
-
 def needs_cleaning(text: bytes) -> bool:
     """Tell whether JSON text may need redaction (a secret marker anywhere) or `storable()`."""
     lowered = text.lower()
     return any(marker in lowered for marker in UNSAFE_JSON_BYTES)
 
 
-@functools.lru_cache(maxsize=128)
 def cleaned_body(text: bytes, limit: int) -> tuple[Any, bool]:
-    """Return a JSON body redacted and capped, and whether it was cut.
+    """Return a JSON body redacted and capped, and whether it was cut (None for invalid JSON).
 
-    Remembered for the bodies that come back the same, such as the API root's (its "tokens" link
-    is a secret marker): the redaction of a short body is paid once. What it returns is immutable
-    (JSON text, or text cut), so every row may share it.
+    What it returns is immutable (JSON text, or text cut), so rows may share it.
     """
     try:
         body = json.loads(text)
@@ -170,6 +160,11 @@ def cleaned_body(text: bytes, limit: int) -> tuple[Any, bool]:
         return None, False
     value, cut = capped(redact(body), limit)
     return (value if cut else JSONText(json.dumps(value, default=str))), cut
+
+
+# The same, remembered for short bodies that come back the same, such as the API root's (its
+# "tokens" link is a secret marker): their redaction is paid once.
+remembered_body = functools.lru_cache(maxsize=128)(cleaned_body)
 
 
 def stored_response(response: Response, limit: int) -> tuple[Any, bool]:
@@ -182,9 +177,8 @@ def stored_response(response: Response, limit: int) -> tuple[Any, bool]:
         return None, False
     text = response.get_data()
     if needs_cleaning(text):
-        if len(text) <= CLEANED_BODY_CACHE_LIMIT:
-            return cleaned_body(text, limit)
-        return capped(redact(response_body(response)), limit)
+        clean = remembered_body if len(text) <= CLEANED_BODY_CACHE_LIMIT else cleaned_body
+        return clean(text, limit)
     if len(text) > limit:
         return text[:limit].decode(errors="ignore"), True
     return JSONText(text.decode()), False
