@@ -9,10 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Request, Response, g, has_request_context
+from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SessionInterface, SessionMixin
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from werkzeug.datastructures import ImmutableMultiDict
+from werkzeug.exceptions import BadRequest
+from werkzeug.formparser import FormDataParser
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Rule
 
@@ -66,7 +69,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     trust_proxies(app)
     init_logging(app)  # first: its hooks wrap every other one
 
-    app.json.sort_keys = False
     app.session_interface = NoCookieSession()
     db.init_app(app)
     init_auth(app)
@@ -96,21 +98,52 @@ class Fields(ImmutableMultiDict):
         return super().get(key, default, type)
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with keys in the order written and a body too deep to parse invalid (400).
+
+    Python's parser raises RecursionError for nesting deeper than the interpreter's recursion
+    limit, which would otherwise be a 500.
+    """
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON body is nested too deeply") from None
+
+
 class ApiRequest(Request):
-    """Flask's request, with its query and form fields in `Fields`."""
+    """Flask's request, with its query and form fields in `Fields`; a malformed form body is a 400.
+
+    werkzeug would read a malformed form body as an empty form.
+    """
 
     parameter_storage_class = Fields
+
+    def make_form_data_parser(self) -> FormDataParser:
+        parser = super().make_form_data_parser()
+        parser.silent = False
+        return parser
+
+    def _load_form_data(self) -> None:
+        try:
+            super()._load_form_data()
+        except ValueError:
+            raise BadRequest("The form body is malformed.") from None
 
 
 class ImageStore(Flask):
     """Flask, which tells a plain function from an `async def` one once, not on every call.
 
     Flask asks it of every request hook and view, and Flask-HTTPAuth of its callbacks: about
-    ten times a request, each an inspection of the function. Its requests keep their fields in
-    `Fields`.
+    ten times a request, each an inspection of the function. Its requests are `ApiRequest`s
+    and its JSON is `JSONProvider`'s.
     """
 
     request_class = ApiRequest
+    json_provider_class = JSONProvider
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

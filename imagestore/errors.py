@@ -5,7 +5,7 @@ import json
 import logging
 from typing import Any, NoReturn
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Response, request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import (
@@ -15,7 +15,6 @@ from werkzeug.exceptions import (
     RequestEntityTooLarge,
     ServiceUnavailable,
 )
-from werkzeug.formparser import FormDataParser
 
 from .extensions import db
 
@@ -112,25 +111,9 @@ def refuse_nul_characters() -> None:
         raise BadRequest("The URL must not contain NUL characters.")
 
 
-class StrictFormRequest(Request):
-    """A request whose malformed form body is a 400, where werkzeug reads it as an empty form."""
-
-    def make_form_data_parser(self) -> FormDataParser:
-        parser = super().make_form_data_parser()
-        parser.silent = False
-        return parser
-
-    def _load_form_data(self) -> None:
-        try:
-            super()._load_form_data()
-        except ValueError:
-            raise BadRequest("The form body is malformed.") from None
-
-
 def register_error_handlers(app: Flask) -> None:
     """Answer every error, expected or not, with problem+json; refuse URLs with NUL characters."""
     app.before_request(refuse_nul_characters)
-    app.request_class = StrictFormRequest
 
     # Unexpected exceptions reach this handler as a 500 (Flask logs their traceback first).
     @app.errorhandler(HTTPException)

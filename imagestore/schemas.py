@@ -28,6 +28,13 @@ class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
     USE_ARGS_POSITIONAL = False
 
+    def _raw_load_json(self, req: Any) -> Any:
+        """Parse a JSON body; one nested too deeply for Python's parser is invalid JSON, a 400."""
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:
+            invalid_input({"json": ["Invalid JSON body: it is nested too deeply."]})
+
     def handle_error(self, error, req, schema, *, error_status_code, error_headers) -> NoReturn:
         """Abort with the field messages; the error handler renders them as problem+json."""
         invalid_input(error.messages)
