@@ -32,9 +32,10 @@ MEDIA_FOLDER = ""
 TRACKING_BODY_LIMIT = 4096
 # Record a tracking row for every API call (turned off only to measure its cost).
 TRACKING_ENABLED = True
-# Write tracking rows from a background thread of each worker, in batches (False: each request
-# writes its own row before it ends).
-TRACKING_WRITE_BEHIND = True
+# False: each request commits its tracking row before its response is sent, so no answered
+# request lacks its row, even when a worker is killed. True: a background thread of each worker
+# writes the rows in batches up to half a second later (cheaper; a killed worker loses them).
+TRACKING_WRITE_BEHIND = False
 # Seconds a verified Basic-auth password is remembered by a worker, and how many are remembered.
 AUTH_CACHE_SECONDS = 60
 AUTH_CACHE_SIZE = 1024

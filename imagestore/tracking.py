@@ -5,14 +5,17 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
+import re
 import time
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from flask import Blueprint, Flask, Request, Response, abort, current_app, g, request
-from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from .auth import auth, auth_method
+from .driver import fetch_one
 from .extensions import db
 from .logs import request_id
 from .models import Tracking, utcnow
@@ -26,14 +29,46 @@ log = logging.getLogger(__name__)
 
 # Paths under /api/ that are not recorded: the log itself, and the API's own documentation.
 UNTRACKED_PREFIXES = ("/api/trackings", "/api/openapi.json", "/api/docs")
-# Keys whose values are never stored, matched case-insensitively anywhere in the key.
-SECRET_MARKERS = ("password", "secret", "token", "authorization", "cookie", "key")
+# Keys whose values are never stored, matched case-insensitively anywhere in the key...
+SECRET_MARKERS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "secret",
+    "token",
+    "authorization",
+    "cookie",
+    "key",
+    "credential",
+    "bearer",
+    "signature",
+    "jwt",
+    "session",
+)
+# ...or as a whole word of it (`auth`, `otp_code`, `X-Pass`, `authCode`): inside other words
+# they are common and harmless ("author", "barcode", "compass").
+SECRET_WORDS = frozenset({"auth", "pass", "otp", "totp", "hotp", "code"})
+KEY_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 # JSON text holding none of these needs no redaction: no secret key, no NUL, no surrogate.
-UNSAFE_JSON_BYTES = (*(marker.encode() for marker in SECRET_MARKERS), b"\\u0000", b"\\ud")
+UNSAFE_JSON_BYTES = (
+    *(marker.encode() for marker in (*SECRET_MARKERS, *SECRET_WORDS)),
+    b"\\u0000",
+    b"\\ud",
+)
 REDACTED = "[redacted]"
+TOO_DEEP = "[nested too deeply]"
+# Levels of nesting of a body that are stored; deeper values are replaced by TOO_DEEP.
+MAX_DEPTH = 32
 TEXT_LIMIT = 512
 # Longest response body whose redacted form is remembered (128 of them at most).
 CLEANED_BODY_CACHE_LIMIT = 4096
+# Largest request body parsed for its row when the view did not parse it already: parsing
+# costs a worker time, and only TRACKING_BODY_LIMIT bytes of it are kept.
+PARSE_LIMIT = 64 * 1024
+# Lengths of the row's short text columns.
+USERNAME_LIMIT, METHOD_LIMIT, ENDPOINT_LIMIT, ADDRESS_LIMIT = 150, 16, 1024, 64
+USERNAME_OF = "SELECT username FROM users WHERE username = ?"
 
 
 @bp.get("/")
@@ -68,10 +103,13 @@ def is_tracked(path: str) -> bool:
     return (path == "/api" or path.startswith("/api/")) and not path.startswith(UNTRACKED_PREFIXES)
 
 
+@functools.lru_cache(maxsize=1024)
 def is_secret(key: str) -> bool:
     """Tell whether a key names something that must not be stored."""
     lowered = key.lower()
-    return any(marker in lowered for marker in SECRET_MARKERS)
+    if any(marker in lowered for marker in SECRET_MARKERS):
+        return True
+    return any(word.lower() in SECRET_WORDS for word in KEY_WORDS.findall(key))
 
 
 def storable(text: str) -> str:
@@ -84,17 +122,43 @@ def short(text: str | None, limit: int) -> str | None:
     return storable(text)[:limit] if text else None
 
 
-def redact(value: Any) -> Any:
-    """Copy a JSON-like value with the values of secret-looking keys replaced."""
+def redact_text(text: str) -> str:
+    """Return storable text with the values of secret-looking query parameters of a URL redacted.
+
+    Page links (`next`, `previous`) repeat the query of the request, secrets included.
+    """
+    text = storable(text)
+    base, mark, query = text.partition("?")
+    if not mark or "=" not in query:
+        return text
+    query, hash_mark, fragment = query.partition("#")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(is_secret(name) for name, _ in pairs):
+        return text
+    query = urlencode([(name, REDACTED if is_secret(name) else value) for name, value in pairs])
+    return f"{base}?{query}{hash_mark}{fragment}"
+
+
+def redact(value: Any, depth: int = 0) -> Any:
+    """Copy a JSON-like value with secrets replaced, storable by every database.
+
+    Values of secret-looking keys and of secret-looking URL query parameters are redacted;
+    nesting is kept to MAX_DEPTH levels; numbers that are not finite become text (PostgreSQL's
+    JSON has none).
+    """
+    if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+        return TOO_DEEP
     if isinstance(value, dict):
         return {
-            storable(str(key)): REDACTED if is_secret(str(key)) else redact(item)
+            storable(str(key)): REDACTED if is_secret(str(key)) else redact(item, depth + 1)
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [redact(item) for item in value]
+        return [redact(item, depth + 1) for item in value]
     if isinstance(value, str):
-        return storable(value)
+        return redact_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     return value
 
 
@@ -112,25 +176,34 @@ def file_summary(upload: Any) -> dict[str, Any]:
     return {"filename": upload.filename, "content_type": upload.mimetype, "size": size}
 
 
-def request_data(req: Request, response: Response) -> Any:
-    """Return the request body as JSON-like data: parsed JSON, or form fields and file summaries."""
-    if response.status_code == 413:
-        return None  # the body was refused unread
-    if not req.content_length and "chunked" not in req.headers.get("Transfer-Encoding", ""):
-        return None  # no body: nothing to parse
+def request_data(req: Request, response: Response) -> tuple[Any, bool]:
+    """Return the request body as JSON-like data, and whether it was left out for its size.
+
+    JSON is parsed, a form becomes its fields and file summaries. Nothing is read of the body
+    of a request that did not authenticate (anyone could send megabytes), nor of a body larger
+    than PARSE_LIMIT that the view did not parse itself.
+    """
+    if response.status_code == 413 or auth.current_user() is None:
+        return None, False
+    size = req.content_length
+    if not size and "chunked" not in req.headers.get("Transfer-Encoding", ""):
+        return None, False  # no body: nothing to parse
+    parsed = "form" in req.__dict__  # werkzeug keeps a parsed form there
+    if not parsed and (size is None or size > PARSE_LIMIT):
+        return f"[a body of {size or 'unknown'} bytes, not stored]", True
     if req.is_json:
-        return req.get_json(silent=True)
+        return req.get_json(silent=True), False
     try:
         form, files = req.form, req.files
     except HTTPException:
-        return None
+        return None, False
     if not form and not files:
-        return None
+        return None, False
     data = flatten(form)
     for key, uploads in files.lists():
         summaries = [file_summary(upload) for upload in uploads]
         data[key] = summaries[0] if len(summaries) == 1 else summaries
-    return data
+    return data, False
 
 
 def capped(value: Any, limit: int) -> tuple[Any, bool]:
@@ -156,7 +229,7 @@ def cleaned_body(text: bytes, limit: int) -> tuple[Any, bool]:
     """
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, False
     value, cut = capped(redact(body), limit)
     return (value if cut else JSONText(json.dumps(value, default=str))), cut
@@ -184,37 +257,69 @@ def stored_response(response: Response, limit: int) -> tuple[Any, bool]:
     return JSONText(text.decode()), False
 
 
-def describe(req: Request, response: Response) -> dict[str, Any]:
-    """Build the tracking row of a request, redacted and capped."""
-    limit = current_app.config["TRACKING_BODY_LIMIT"]
+def stored_username(req: Request) -> str | None:
+    """Return who the request is from: the user, or the name a failed Basic login gave.
+
+    A given name that is no user's is not kept: it may be a password or a token typed in the
+    wrong field.
+    """
     user = auth.current_user()
+    if user is not None:
+        return user.username
     attempted = req.authorization.username if req.authorization else None
-    data, data_cut = capped(redact(request_data(req, response)), limit)
-    body, body_cut = stored_response(response, limit)
-    headers = {
-        key: REDACTED if is_secret(key) else value
-        for key, value in response.headers.items()
-        if key.lower() != "set-cookie"
-    }
+    if not attempted:
+        return None
+    row = fetch_one(db.engine, USERNAME_OF, (attempted[:USERNAME_LIMIT],))
+    return row[0] if row is not None else REDACTED
+
+
+def describe(req: Request, response: Response, details: bool = True) -> dict[str, Any]:
+    """Build the tracking row of a request, redacted and capped.
+
+    Without `details` the row holds who, what, when, the status and the duration only: what is
+    written when building the whole row failed.
+    """
+    user = auth.current_user()
     started = g.get("tracking_started", time.perf_counter())
-    return {
+    row = {
         "user_id": user.id if user else None,
-        "username": user.username if user else short(attempted, 150),
+        "username": stored_username(req) if details else (user.username if user else None),
         "auth_method": auth_method(req),
-        "method": req.method,
-        "endpoint": short(req.path, 1024),
-        "query": redact(flatten(req.args)) or None,
-        "data": data,
+        "method": short(req.method, METHOD_LIMIT),
+        "endpoint": short(req.path, ENDPOINT_LIMIT),
+        "query": None,
+        "data": None,
         "status_code": response.status_code,
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-        "remote_addr": req.remote_addr,
-        "user_agent": short(req.user_agent.string, TEXT_LIMIT),
-        "headers": headers,
-        "response": body,
-        "truncated": data_cut or body_cut,
+        "remote_addr": short(req.remote_addr, ADDRESS_LIMIT),
+        "user_agent": None,
+        "headers": None,
+        "response": None,
+        "truncated": False,
         "created_at": utcnow(),
         "request_id": request_id(),
     }
+    if not details:
+        return row
+    limit = current_app.config["TRACKING_BODY_LIMIT"]
+    query, query_cut = capped(redact(flatten(req.args)) or None, limit)
+    data, data_left_out = request_data(req, response)
+    data, data_cut = capped(redact(data), limit)
+    body, body_cut = stored_response(response, limit)
+    agent = req.user_agent.string
+    row |= {
+        "query": query,
+        "data": data,
+        "user_agent": short(agent, TEXT_LIMIT),
+        "headers": {
+            key: REDACTED if is_secret(key) else value
+            for key, value in response.headers.items()
+            if key.lower() != "set-cookie"
+        },
+        "response": body,
+        "truncated": query_cut or data_left_out or data_cut or body_cut or len(agent) > TEXT_LIMIT,
+    }
+    return row
 
 
 def start_request() -> None:
@@ -225,18 +330,28 @@ def start_request() -> None:
 
 
 def record_request(response: Response) -> Response:
-    """Store one tracking row per API call, failed calls included; never fail the response."""
-    if current_app.config["TRACKING_ENABLED"] and is_tracked(request.path):
+    """Store one tracking row per API call, failed calls included; never fail the response.
+
+    Should building the whole row fail, a row of the bare facts is stored instead; should
+    storing fail, the loss is logged. Either way the response, and its log line, go out.
+    """
+    if not (current_app.config["TRACKING_ENABLED"] and is_tracked(request.path)):
+        return response
+    req = request._get_current_object()
+    try:
         try:
-            row = describe(request._get_current_object(), response)
-            # Whatever the view left uncommitted is abandoned; the row is written on its own.
-            # Closing (not rolling back) keeps the loaded objects readable without a reload.
-            if db.session.registry.has():
-                db.session.close()
-            g.db_writes = False
-            save_tracking(row)
-        except SQLAlchemyError:
-            log.exception("tracking row lost for %s %s", request.method, request.path)
+            row = describe(req, response)
+        except Exception:
+            log.exception("tracking row of %s %s kept to its bare facts", req.method, req.path)
+            row = describe(req, response, details=False)
+        # Whatever the view left uncommitted is abandoned; the row is written on its own.
+        # Closing (not rolling back) keeps the loaded objects readable without a reload.
+        if db.session.registry.has():
+            db.session.close()
+        g.db_writes = False
+        save_tracking(row)
+    except Exception:
+        log.exception("tracking row lost for %s %s", req.method, req.path[:ENDPOINT_LIMIT])
     return response
 
 

@@ -1,10 +1,12 @@
 """Writing tracking rows: straight to the database driver, in batches from a background thread.
 
-A tracking row is written on every API call, so its cost is paid on every call. Two things make
-it cheap. The rows go to the driver directly (SQLAlchemy's execute, begin and commit cost more
-than an insert). And with `TRACKING_WRITE_BEHIND` (the default) a worker's background thread
-writes the rows that queued up meanwhile in one transaction: SQLite and PostgreSQL then update
-each index page once per batch instead of once per row.
+A tracking row is written on every API call, so its cost is paid on every call. The rows go to
+the driver directly (SQLAlchemy's execute, begin and commit cost more than an insert). By
+default each request commits its own row before its response is sent, so no answered request
+lacks its row. With `TRACKING_WRITE_BEHIND` a worker's background thread writes the rows that
+queued up meanwhile in one transaction instead: SQLite and PostgreSQL then update each index
+page once per batch instead of once per row, and a worker killed with SIGKILL loses the rows
+it had queued.
 
 A row waits in the queue for at most half a second (`LINGER_SECONDS`), or until 500 rows are
 queued: every commit makes the other connections of a SQLite database drop their cached pages,

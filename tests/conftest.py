@@ -39,9 +39,6 @@ def settings(database_url: str, tmp_path: Any) -> dict[str, Any]:
         "MEDIA_FOLDER": str(tmp_path / "media"),
         # A cheap hash keeps the suite fast; one test checks the default method.
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-        # Rows are written before the response ends, so tests may read them at once;
-        # tests/test_tracking_writer.py covers the background writer.
-        "TRACKING_WRITE_BEHIND": False,
     }
 
 
@@ -247,3 +244,28 @@ def s3_settings(s3_server: S3Server, bucket: str) -> dict[str, Any]:
         "S3_ACCESS_KEY_ID": s3_server.access_key,
         "S3_SECRET_ACCESS_KEY": s3_server.secret_key,
     }
+
+
+@pytest.fixture
+def small_limit_app(database_url: str, tmp_path: Any) -> Iterator[Flask]:
+    """An app on the same database that keeps at most 200 bytes of a body."""
+    app = create_app(settings(database_url, tmp_path) | {"TRACKING_BODY_LIMIT": 200})
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def trackings_table_missing(app: Flask) -> Iterator[None]:
+    """Make the trackings table unreachable, and bring it back afterwards.
+
+    The table is renamed rather than dropped: on PostgreSQL every test shares one migrated
+    database, which later tests need whole.
+    """
+    with app.app_context():
+        db.session.execute(text("ALTER TABLE trackings RENAME TO trackings_hidden"))
+        db.session.commit()
+    yield
+    with app.app_context():
+        db.session.execute(text("ALTER TABLE trackings_hidden RENAME TO trackings"))
+        db.session.commit()

@@ -34,6 +34,7 @@ class LiveServer:
     user: tuple[str, str]
     admin: tuple[str, str]
     log: Path
+    pid: int  # gunicorn's master process
 
     def log_tail(self, lines: int = 40) -> str:
         """Return the end of the server's log without access lines, for failure messages."""
@@ -138,7 +139,7 @@ def serve(tmp_path: Path) -> Iterator[LiveServer]:
             )
         try:
             wait_until_serving(url, process)
-            yield LiveServer(url, ("alice", PASSWORD), ("root", PASSWORD), log)
+            yield LiveServer(url, ("alice", PASSWORD), ("root", PASSWORD), log, process.pid)
         finally:
             stop(process)
 

@@ -1,4 +1,4 @@
-"""The background writer of tracking rows (TRACKING_WRITE_BEHIND, on outside the test suite)."""
+"""The background writer of tracking rows (TRACKING_WRITE_BEHIND, off by default)."""
 
 from __future__ import annotations
 
