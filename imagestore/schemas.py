@@ -15,6 +15,9 @@ from .models import fold_name
 from .urls import external_url
 
 TAG_NAME_MAX = 50
+# Tag names one field takes (a filter, an upload's tags, a bulk change): each is a condition of
+# the query, and SQLite refuses expressions nested a thousand deep.
+TAG_NAMES_MAX = 100
 TOKEN_DAYS_DEFAULT = 30
 TOKEN_DAYS_MAX = 365
 # Unicode white space; Python's \s also matches the separators U+001C..U+001F, control characters.
@@ -104,8 +107,11 @@ class TagNames(fields.List):
     @staticmethod
     def openapi_schema(inferred: dict[str, Any]) -> dict[str, Any]:
         """Describe tag names in the OpenAPI document: a list, or one comma-separated string."""
-        one_string = {"type": "string", "description": "Tag names separated by commas."}
-        return {"anyOf": [inferred, one_string]}
+        one_string = {
+            "type": "string",
+            "description": f"At most {TAG_NAMES_MAX} tag names, separated by commas.",
+        }
+        return {"anyOf": [inferred | {"maxItems": TAG_NAMES_MAX}, one_string]}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(TagName(), **kwargs)
@@ -120,6 +126,8 @@ class TagNames(fields.List):
             if not isinstance(item, str):
                 raise ValidationError("Each tag must be a string.")
             pieces.extend(piece for piece in item.split(",") if piece.strip())
+        if len(pieces) > TAG_NAMES_MAX:
+            raise ValidationError(f"Give at most {TAG_NAMES_MAX} tag names.")
         names = super()._deserialize(pieces, attr, data, **kwargs)
         unique = {fold_name(name): name for name in reversed(names)}
         return list(reversed(unique.values()))

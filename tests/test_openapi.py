@@ -170,7 +170,7 @@ def test_upload_is_multipart_with_a_binary_image_and_repeated_tags(
     assert "image" in schema["required"]
     assert image.get("format") == "binary" or image["items"]["format"] == "binary"
     tags = schema["properties"]["tags"]["anyOf"]
-    assert {"type": "array", "items": tags[0]["items"]} == tags[0]
+    assert {"type": "array", "items": tags[0]["items"], "maxItems": 100} == tags[0]
     assert tags[0]["items"]["maxLength"] == 50
 
 
