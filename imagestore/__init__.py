@@ -27,6 +27,7 @@ from .errors import register_error_handlers
 from .extensions import db
 from .logs import init_logging
 from .openapi import init_openapi
+from .security import init_security
 from .storage import init_storage
 from .storage_check import storage_cli
 from .trackings_cli import trackings_cli
@@ -75,6 +76,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     init_storage(app)
     register_error_handlers(app)
     tracking.init_tracking(app)
+    init_security(app)  # after tracking: its response headers are the ones recorded
     for blueprint in (api.bp, health.bp, images.bp, tags.bp, tokens.bp, tracking.bp):
         app.register_blueprint(blueprint)
     init_openapi(app)

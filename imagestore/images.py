@@ -36,6 +36,7 @@ from .schemas import (
     image_schema,
     use_args,
 )
+from .security import DOWNLOAD_POLICY
 from .storage import get_storage
 
 bp = Blueprint("images", __name__, url_prefix="/api/images")
@@ -272,5 +273,6 @@ def get_image_file(image_id: int, query_args: dict[str, Any]) -> Response:
     if response.status_code != 302:  # a presigned redirect is cached only while it lives
         max_age = current_app.config["FILE_CACHE_SECONDS"]
         response.headers["Cache-Control"] = f"private, max-age={max_age}"
-    response.headers["X-Content-Type-Options"] = "nosniff"
+    # A file opened straight in a browser runs no script, whatever it holds (an SVG, say).
+    response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
     return response

@@ -68,8 +68,10 @@ class Docs:
         self.page = self.context.new_page()
         self.elsewhere: list[str] = []
         self.errors: list[str] = []
+        self.refused: list[str] = []  # what the page's Content-Security-Policy blocked
         self.page.route("**/*", self.only_the_app)
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("console", self.note_refusal)
         self.page.goto(f"{server.url}/api/docs/")
         self.page.wait_for_selector(".opblock")
 
@@ -80,6 +82,11 @@ class Docs:
         else:
             self.elsewhere.append(route.request.url)
             route.abort()
+
+    def note_refusal(self, message: Any) -> None:
+        """Note a console message that reports a Content-Security-Policy violation."""
+        if "Content Security Policy" in message.text:
+            self.refused.append(message.text)
 
     def authorize(self, username: str, password: str) -> None:
         """Enter Basic credentials in the Authorize dialog."""
@@ -135,6 +142,7 @@ def test_docs_load_nothing_from_another_host(docs: Docs) -> None:
     assert title.startswith("imagestore")
     assert docs.elsewhere == []
     assert docs.errors == []
+    assert docs.refused == []
 
 
 def test_authorized_list_of_images_answers_200(docs: Docs) -> None:
@@ -167,3 +175,4 @@ def test_upload_through_the_form_answers_201(docs: Docs, tmp_path: Any) -> None:
     assert image["filename"] == "browser.png"
     assert docs.elsewhere == []
     assert docs.errors == []
+    assert docs.refused == []

@@ -1,11 +1,18 @@
-"""Hardening at the HTTP level: filters too long to run.
+"""Hardening at the HTTP level: filters too long to run, browser headers, forged hosts, CSRF.
 
-Each test sends the attack as its input: a thousand tag names in a filter.
+Each test sends the attack as its input: a thousand tag names in a filter, a forged `Host`,
+and the form posts, deletes and JSON calls another site's page makes a browser send with the
+Basic credentials it cached on the docs page.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+
 import pytest
+from flask.testing import FlaskClient
 
 from imagestore.schemas import TAG_NAMES_MAX
 
@@ -40,3 +47,142 @@ def test_an_upload_with_a_thousand_tags_is_a_400_and_stores_nothing(client, alic
 
     assert response.status_code == 400
     assert client.get("/api/images/", auth=alice).json["count"] == 0
+
+
+# Headers
+
+
+API_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "who"),
+    [
+        ("/api/", 200, "alice"),
+        ("/api/images/", 200, "alice"),
+        ("/api/images/", 401, None),
+        ("/api/images/999/", 404, "alice"),
+        ("/api/tags/?page=x", 400, "alice"),
+        ("/healthz", 200, None),
+    ],
+)
+def test_api_answers_carry_the_browser_safety_headers(client, alice, path, status, who):
+    """Every JSON answer, success or problem: no sniffing, no caching, no referrer."""
+    response = client.get(path, auth=alice if who else None)
+
+    assert response.status_code == status
+    for name, value in API_HEADERS.items():
+        assert response.headers[name] == value
+
+
+def test_a_download_is_sandboxed_and_keeps_its_cache_header(client, alice, upload):
+    """A downloaded file opened in a browser runs nothing: `Content-Security-Policy: sandbox`."""
+    image = upload(alice).json
+
+    response = client.get(f"/api/images/{image['id']}/file", auth=alice)
+
+    assert response.status_code == 200
+    assert response.headers["Content-Security-Policy"] == "sandbox"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"].startswith("private, max-age=")
+
+
+def test_the_docs_page_allows_only_its_own_assets_and_no_framing(client):
+    """The docs page: its own scripts (the inline one by hash), no other host, no frame."""
+    response = client.get("/api/docs/")
+
+    policy = dict(
+        directive.strip().split(" ", 1)
+        for directive in response.headers["Content-Security-Policy"].split(";")
+    )
+    [inline] = re.findall(rb"<script>(.*?)</script>", response.data, re.DOTALL)
+    digest = base64.b64encode(hashlib.sha256(inline).digest()).decode()
+    assert policy["frame-ancestors"] == "'none'"
+    assert policy["default-src"] == "'none'"
+    assert policy["script-src"] == f"'self' 'sha256-{digest}'"
+    assert policy["connect-src"] == "'self'"
+    assert "http" not in response.headers["Content-Security-Policy"]
+
+
+# Hosts
+
+
+def test_a_forged_host_is_refused_when_trusted_hosts_are_set(make_app, alice):
+    """A request naming another host than the API's, whose links would point there."""
+    client = make_app(TRUSTED_HOSTS=["images.example.com"]).test_client()
+
+    forged = client.get("/api/", headers={"Host": "evil.example"}, auth=alice)
+    trusted = client.get("/api/", headers={"Host": "images.example.com"}, auth=alice)
+
+    assert forged.status_code == 400
+    assert forged.content_type == "application/problem+json"
+    assert "//evil.example" not in forged.get_data(as_text=True)
+    assert trusted.status_code == 200
+    assert trusted.json["images"] == "http://images.example.com/api/images/"
+
+
+# Cross-site requests
+
+
+def tag_names(client: FlaskClient, auth: tuple[str, str]) -> list[str]:
+    """Return the names of every tag."""
+    return [tag["name"] for tag in client.get("/api/tags/", auth=auth).json["results"]]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site", "Origin": "http://other.localhost"},
+    ],
+)
+def test_a_form_posted_by_another_site_is_refused(client, alice, headers):
+    """Another site's page posts a form; the browser adds the Basic credentials it cached."""
+    response = client.post("/api/tags/", data={"name": "csrf"}, headers=headers, auth=alice)
+
+    assert response.status_code == 403
+    assert response.content_type == "application/problem+json"
+    assert "other sites" in response.json["detail"]
+    assert tag_names(client, alice) == []
+
+
+def test_a_delete_sent_by_another_site_is_refused(client, alice, upload):
+    """Another site's script sends a DELETE (a preflight would stop it; this must too)."""
+    image_id = upload(alice).json["id"]
+
+    response = client.delete(
+        f"/api/images/{image_id}/", headers={"Sec-Fetch-Site": "cross-site"}, auth=alice
+    )
+
+    assert response.status_code == 403
+    assert client.get(f"/api/images/{image_id}/", auth=alice).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Origin": "http://localhost"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost"},
+        {"Sec-Fetch-Site": "none"},
+    ],
+)
+def test_scripts_and_the_api_own_pages_may_change_data(client, alice, headers):
+    """curl and `requests` send no Origin; the docs page sends its own origin."""
+    response = client.post("/api/tags/", json={"name": "fine"}, headers=headers, auth=alice)
+
+    assert response.status_code == 201
+    assert tag_names(client, alice) == ["fine"]
+
+
+def test_reads_from_another_site_are_answered(client, alice):
+    """A cross-site GET changes nothing; the browser keeps its answer from the other site."""
+    response = client.get("/api/tags/", headers={"Sec-Fetch-Site": "cross-site"}, auth=alice)
+
+    assert response.status_code == 200
