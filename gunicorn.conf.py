@@ -1,4 +1,7 @@
-"""gunicorn settings of imagestore: `gunicorn -c gunicorn.conf.py wsgi:app` (`make run` uses it).
+"""gunicorn settings of imagestore: `gunicorn -c gunicorn.conf.py wsgi:app`.
+
+`make run` (`python -m imagestore.serve`) starts gunicorn with these settings on a unix socket,
+behind nginx, which alone faces clients: sync workers must never be reached directly.
 
 Environment: HOST and PORT (default 127.0.0.1:8000), WEB_CONCURRENCY (number of workers).
 """
@@ -20,6 +23,18 @@ graceful_timeout = 30
 # which bounds the memory that any slow leak can take.
 max_requests = 20000
 max_requests_jitter = 2000
+
+# nginx in front bounds a request's head (16 KB a line, 64 KB in all) and answers what is larger
+# with problem JSON. gunicorn's own limits are wider, so that whatever nginx passes on reaches
+# the app (gunicorn's refusals are HTML pages). 0 lifts the limit on the request line (8190
+# bytes at most otherwise); 32768 header fields is gunicorn's maximum.
+limit_request_line = 0
+limit_request_fields = 32768
+limit_request_field_size = 32768
+# The app alone decides the scheme, from X-Forwarded-Proto and PROXY_HOPS. gunicorn trusts these
+# headers from any peer on a unix socket, and refuses a request whose client sent one that
+# contradicts nginx's X-Forwarded-Proto.
+secure_scheme_headers = {}
 
 # No control socket: its fixed path in the home folder makes two gunicorns on one host collide.
 control_socket_disable = True
