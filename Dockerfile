@@ -1,7 +1,8 @@
-# imagestore behind gunicorn (settings in gunicorn.conf.py). See docs/deploy.md.
+# imagestore: nginx on $HOST:$PORT in front of gunicorn (gunicorn.conf.py) on a unix socket,
+# both started by `python -m imagestore.serve`. See docs/deploy.md.
 #   docker build -t imagestore .
 #   docker run --rm --env-file imagestore.env imagestore flask --app imagestore db upgrade
-#   docker run -d -p 8000:8000 --env-file imagestore.env imagestore
+#   docker run -d -p 8000:8000 --init --stop-timeout 40 --env-file imagestore.env imagestore
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -12,6 +13,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \
     PORT=8000 \
     IMAGESTORE_INSTANCE_PATH=/var/lib/imagestore
+
+# Debian's nginx. Nothing starts it at install time in an image build (no init system); the
+# launcher runs its own as the imagestore user, with its files in the instance folder.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nginx \
+    && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --system --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin imagestore \
@@ -31,4 +38,4 @@ USER imagestore
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ['PORT'], timeout=3)"]
-CMD ["gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"]
+CMD ["python", "-m", "imagestore.serve"]

@@ -17,10 +17,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-run: install
+# nginx on HOST:PORT in front of gunicorn on a unix socket (imagestore/serve.py, docs/deploy.md).
+run: install nginx
 	$(FLASK) db upgrade
 	$(FLASK) users bootstrap
-	HOST=$(HOST) PORT=$(PORT) exec $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+	HOST=$(HOST) PORT=$(PORT) exec $(BIN)/python -m imagestore.serve
 
 test: install
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
@@ -44,3 +45,18 @@ bench-quick: install wrk
 .PHONY: wrk
 wrk:
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+# Debian's nginx package starts a server on port 80 as soon as it is installed, and at every
+# boot: a policy-rc.d that refuses every service start (unless one is there already) holds it
+# back during the install, and the service is disabled afterwards. `make run` starts its own.
+.PHONY: nginx
+nginx:
+	@PATH="$$PATH:/usr/sbin:/sbin"; command -v nginx >/dev/null || { \
+	    policy=/usr/sbin/policy-rc.d; \
+	    if [ ! -e $$policy ]; then \
+	        trap "rm -f $$policy" EXIT; trap "exit 130" INT TERM; \
+	        printf '#!/bin/sh\nexit 101\n' >$$policy && chmod 755 $$policy; \
+	    fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx \
+	    && { systemctl disable nginx || update-rc.d nginx disable || true; } >/dev/null 2>&1; \
+	}
