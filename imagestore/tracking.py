@@ -51,8 +51,23 @@ SECRET_MARKERS = (
 SECRET_WORDS = frozenset({"auth", "pass", "otp", "totp", "hotp", "code"})
 KEY_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 # JSON text holding none of these needs no redaction: no secret key, no NUL, no surrogate.
+# Each marker and word contains one of them ("pass" is in "password", "auth" in
+# "authorization"): every search of a response body costs.
 UNSAFE_JSON_BYTES = (
-    *(marker.encode() for marker in (*SECRET_MARKERS, *SECRET_WORDS)),
+    b"pass",
+    b"pwd",
+    b"secret",
+    b"token",
+    b"auth",
+    b"cookie",
+    b"key",
+    b"credential",
+    b"bearer",
+    b"signature",
+    b"jwt",
+    b"session",
+    b"otp",
+    b"code",
     b"\\u0000",
     b"\\ud",
 )
@@ -249,7 +264,8 @@ def stored_response(response: Response, limit: int) -> tuple[Any, bool]:
     if response.is_streamed or not response.is_json:
         return None, False
     text = response.get_data()
-    if needs_cleaning(text):
+    # Only what is kept is searched: a key or link past the cut is not stored anyway.
+    if needs_cleaning(text[:limit]):
         clean = remembered_body if len(text) <= CLEANED_BODY_CACHE_LIMIT else cleaned_body
         return clean(text, limit)
     if len(text) > limit:

@@ -271,6 +271,19 @@ def test_secret_keys_scripts_use_are_never_stored(client, alice, admin, key):
     assert stored.count('"[redacted]"') >= 3
 
 
+@pytest.mark.parametrize(
+    "key", [*tracking.SECRET_MARKERS, *tracking.SECRET_WORDS, "X-Amz-Signature"]
+)
+def test_secret_keys_in_a_response_are_never_stored(app, client, alice, admin, key):
+    """A route answers a secret under each name: the quick search of responses must find it."""
+    app.add_url_rule("/api/answers-secret/", "answers_secret", lambda: {key: "RESPONSE-SECRET"})
+
+    client.get("/api/answers-secret/", auth=alice)
+
+    [row] = rows(client, admin, endpoint="/api/answers-secret/")
+    assert row["response"] == {key: "[redacted]"}
+
+
 @pytest.mark.parametrize("key", ["author", "barcode", "compass", "hotpot", "passenger"])
 def test_words_that_merely_contain_a_secret_word_are_kept(client, alice, admin, key):
     """Keys that contain `auth`, `code`, `pass` or `otp` inside another word are not secrets."""
