@@ -25,6 +25,8 @@ SUFFIXES = {
 FILENAME_MAX = 255
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHUNK = 1024 * 1024
+# Pillow cannot `reduce` images of these modes.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 class NotAnImage(Exception):
@@ -116,15 +118,33 @@ def check_png_pixels(path: str) -> None:
 
 
 def make_thumbnail(source: BinaryIO, size: int) -> bytes:
-    """Return a WebP of at most `size` pixels a side, upright per its EXIF orientation."""
+    """Return a WebP of at most `size` pixels a side, upright per its EXIF orientation.
+
+    A JPEG decodes straight at the smallest scale that still covers the thumbnail, and only the
+    small image is turned upright and converted.
+    """
     with PILImage.open(source) as image:
-        image.draft(image.mode, (size, size))  # JPEG decodes straight at a reduced scale
+        # The box keeps the aspect: a square one would stop a long strip from decoding reduced.
+        image.draft(image.mode, thumbnail_box(image.width, image.height, size))
+        # Pillow cannot `reduce` 16-bit images; they are resized in one step.
+        image.thumbnail((size, size), reducing_gap=None if image.mode in SIXTEEN_BIT_MODES else 2.0)
+        # The box is square, so turning after resizing gives the same thumbnail.
         upright = ImageOps.exif_transpose(image)
-        upright.thumbnail((size, size))
+        if upright.mode in SIXTEEN_BIT_MODES:
+            # Keep the top 8 bits of each sample; a plain conversion clips them to white.
+            upright = upright.point(lambda value: value / 256).convert("L")
         upright = upright.convert("RGBA" if upright.has_transparency_data else "RGB")
         buffer = io.BytesIO()
         upright.save(buffer, "WEBP", quality=80)
         return buffer.getvalue()
+
+
+def thumbnail_box(width: int, height: int, side: int) -> tuple[int, int]:
+    """Return the size of an image fitted, aspect kept, within a square of `side` pixels."""
+    if width <= side and height <= side:
+        return width, height
+    scale = side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def clean_filename(name: str | None, suffix: str) -> str:
