@@ -25,10 +25,11 @@ from .cli import users_cli
 from .db_cli import AppCommands
 from .errors import register_error_handlers
 from .extensions import db
+from .imaging import return_freed_memory
 from .logs import init_logging
 from .openapi import init_openapi
 from .security import init_security
-from .storage import init_storage
+from .storage import init_storage, number_setting
 from .storage_check import storage_cli
 from .trackings_cli import trackings_cli
 
@@ -67,6 +68,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
     os.makedirs(app.instance_path, exist_ok=True)
     derive_settings(app)
+    return_freed_memory()
     trust_proxies(app)
     init_logging(app)  # first: its hooks wrap every other one
 
@@ -209,6 +211,7 @@ def derive_settings(app: Flask) -> None:
     if not config["MEDIA_FOLDER"]:
         config["MEDIA_FOLDER"] = os.path.join(app.instance_path, "media")
     config["MAX_CONTENT_LENGTH"] = int(float(config["MAX_UPLOAD_MB"]) * 1024 * 1024)
+    number_setting(config, "MAX_DECODED_MB", 1, 1024 * 1024)
 
 
 def database_uri(url: str) -> str:

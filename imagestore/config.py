@@ -47,3 +47,8 @@ PASSWORD_HASH_METHOD = "pbkdf2:sha256:600000"
 LOG_LEVEL = "INFO"
 # Proxies in front of the app whose X-Forwarded-For and -Proto are believed; 0 believes none.
 PROXY_HOPS = 0
+# Most memory, in MB, that decoding one image may take, for its check or a thumbnail: estimated
+# from its header before any pixel is decoded (its pixels at the scale they are decoded, times
+# what Pillow and the decoder hold for each, and the file). Larger images get 400, and their
+# thumbnails 409 if they were stored before. With 160, a worker stays under 300 MB.
+MAX_DECODED_MB = 160

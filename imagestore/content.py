@@ -1,8 +1,10 @@
 """The life of an image's bytes: staged, checked, placed under their checksum, released.
 
-Upload order: temporary file and checksum, decode check, then under the content lock: move
-into place, commit the row. Delete order: commit, then under the content lock: remove the
-files when no row uses the checksum any more. A failed upload releases what it placed.
+Upload order: temporary file and checksum of every file, header check of each (its pixels and
+the memory decoding it takes), decode check, then under the content lock: move into place,
+commit the rows. Delete order: commit, then under the content
+lock: remove the files when no row uses the checksum any more. A failed upload releases what
+it placed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from flask import current_app
 from werkzeug.datastructures import FileStorage
 
 from .extensions import begin_writes, db
-from .imaging import ImageInfo, NotAnImage, clean_filename, inspect_image, make_thumbnail
+from .imaging import (
+    MB,
+    DecodeLimits,
+    ImageInfo,
+    NotAnImage,
+    check_image,
+    clean_filename,
+    inspect_image,
+    make_thumbnail,
+)
 from .models import Image, lock_content
 from .storage import Staged, content_key, get_storage, thumbnail_key
 
@@ -60,19 +71,15 @@ class BadUpload(Exception):
         self.reason = reason
 
 
-def check_upload(upload: FileStorage, position: int = 0) -> CheckedUpload:
-    """Stage an uploaded file and decode it; raise BadUpload when it is not an accepted image."""
+def decode_limits() -> DecodeLimits:
+    """Return the limits of the current app's settings on what an upload may be."""
     config = current_app.config
-    staged = get_storage().stage(upload.stream)
-    try:
-        info = inspect_image(staged.path, config["IMAGE_FORMATS"], config["MAX_IMAGE_PIXELS"])
-    except NotAnImage as error:
-        staged.discard()
-        raise BadUpload(position, upload.filename, str(error)) from None
-    except BaseException:
-        staged.discard()
-        raise
-    return CheckedUpload(staged, info, clean_filename(upload.filename, info.suffix))
+    return DecodeLimits(
+        formats=config["IMAGE_FORMATS"],
+        max_pixels=config["MAX_IMAGE_PIXELS"],
+        max_decoded_bytes=int(config["MAX_DECODED_MB"] * MB),
+        thumbnail_size=max(config["THUMBNAIL_SIZES"]),
+    )
 
 
 class BadUploads(Exception):
@@ -85,21 +92,37 @@ class BadUploads(Exception):
 
 @contextmanager
 def checked_uploads(uploads: list[FileStorage]) -> Iterator[list[CheckedUpload]]:
-    """Stage and check every upload, all or nothing; leave no staged file behind."""
-    checked: list[CheckedUpload] = []
+    """Stage and check every upload, all or nothing; leave no staged file behind.
+
+    Every file's header is read before any is decoded: files over the pixel or memory limits
+    are refused without decoding a pixel.
+    """
+    limits = decode_limits()
+    storage = get_storage()
+    staged: list[Staged] = []
+    inspected: list[tuple[int, FileStorage, CheckedUpload]] = []
     failures: list[BadUpload] = []
     try:
         for position, upload in enumerate(uploads):
+            staged.append(storage.stage(upload.stream))
             try:
-                checked.append(check_upload(upload, position))
-            except BadUpload as failure:
-                failures.append(failure)
+                info = inspect_image(staged[-1].path, limits)
+            except NotAnImage as error:
+                failures.append(BadUpload(position, upload.filename, str(error)))
+                continue
+            name = clean_filename(upload.filename, info.suffix)
+            inspected.append((position, upload, CheckedUpload(staged[-1], info, name)))
+        for position, upload, checked in inspected:
+            try:
+                check_image(checked.staged.path, limits)
+            except NotAnImage as error:
+                failures.append(BadUpload(position, upload.filename, str(error)))
         if failures:
-            raise BadUploads(failures)
-        yield checked
+            raise BadUploads(sorted(failures, key=lambda failure: failure.position))
+        yield [checked for _, _, checked in inspected]
     finally:
-        for upload in checked:
-            upload.staged.discard()
+        for file in staged:
+            file.discard()
 
 
 def place_and_commit(uploads: list[CheckedUpload], images: list[Image]) -> None:
@@ -148,6 +171,6 @@ def thumbnail(image: Image, size: int) -> str:
     key = thumbnail_key(image.sha256, size)
     if not storage.exists(key):
         with storage.open(image.file_key) as source:
-            data = make_thumbnail(source, size)
+            data = make_thumbnail(source, size, decode_limits().max_decoded_bytes)
         storage.place(storage.stage(io.BytesIO(data)), key)
     return key

@@ -20,6 +20,7 @@ from .content import (
 from .errors import abort_with, bad_field, invalid_input
 from .extensions import begin_writes, db
 from .image_rows import IMAGE_BY_ID, page_queries, read_images, write_images
+from .imaging import TooBigToDecode
 from .models import CurrentUser, Image, Tag, fold_name, lock_content
 from .openapi import doc
 from .pagination import read_page
@@ -92,7 +93,11 @@ def find_tags(
 def refuse_bad_uploads(error: BadUploads, count: int) -> NoReturn:
     """Answer 400 naming each file that is not an accepted image, by position and name."""
     if count == 1:
-        bad_field("files", "image", error.failures[0].reason)
+        failure = error.failures[0]
+        invalid_input(
+            {"files": {"image": [failure.reason]}},
+            detail=f"{failure.filename or 'unnamed'}: {failure.reason}",
+        )
     messages = {
         str(failure.position): [f"{failure.filename or 'unnamed'}: {failure.reason}"]
         for failure in error.failures
@@ -242,7 +247,7 @@ def delete_image(image_id: int) -> Response:
 
 
 @bp.get("/<int:image_id>/file")
-@doc(media_type="image/*")
+@doc(media_type="image/*", errors=(409,))
 @auth.login_required
 @use_args(FileArgs(), location="query")
 def get_image_file(image_id: int, query_args: dict[str, Any]) -> Response:
@@ -259,7 +264,11 @@ def get_image_file(image_id: int, query_args: dict[str, Any]) -> Response:
             image.filename,
         )
     elif size in current_app.config["THUMBNAIL_SIZES"]:
-        key, mimetype = thumbnail(image, size), "image/webp"
+        try:
+            key, mimetype = thumbnail(image, size), "image/webp"
+        except TooBigToDecode as error:
+            # Stored before the limit was lowered: the file itself is still served.
+            abort(409, description=f"No thumbnail is made of image {image_id}. {error}")
         etag, filename = (
             f"{image.sha256}-{size}",
             f"{os.path.splitext(image.filename)[0]}-{size}.webp",

@@ -1,27 +1,45 @@
-"""Decompression bombs: files small on the wire that decode huge.
+"""Decompression bombs: files small on the wire that decode huge, alone or many in one request.
 
-An accepted image is decoded within bounds: its thumbnails decode reduced where the format can.
+Each attack is refused with a 400 that names the file, its pixels and the limit, before any pixel
+is decoded, or accepted and decoded within bounds: a worker of a real gunicorn stays under
+300 MB while it checks the worst accepted images and makes every thumbnail of them.
 """
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import functools
+import http.client
 import io
+import json
 import os
+import struct
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from conftest import media_files, settings
 from flask import Flask
 from flask.testing import FlaskClient
+from live_server import serve
 from PIL import Image as PILImage
 from seaweed import S3Server
 
+from imagestore import config as defaults
+from imagestore import create_app
+from imagestore.extensions import db
+from imagestore.models import Image
 from imagestore.storage import S3Storage
 
 Auth = tuple[str, str]
+
+LIMIT = f"at most {defaults.MAX_DECODED_MB} MB are allowed"
+WORKER_PEAK_MB = 300
 
 
 # Attacks: flat colours compress to almost nothing whatever their size
@@ -36,7 +54,41 @@ def flat(fmt: str, mode: str, size: tuple[int, int], **options: Any) -> bytes:
     return buffer.getvalue()
 
 
+def webp_bomb() -> bytes:
+    """Return the 2 KB lossless WebP of 16383x3051 pixels, just under the pixel limit."""
+    return flat("WEBP", "RGB", (16383, 3051), lossless=True)
+
+
+def gif_outgrowing_its_screen(width: int, height: int) -> bytes:
+    """Return a GIF whose 10x10 logical screen holds one frame of `width` x `height`."""
+    content = bytearray(flat("GIF", "P", (width, height)))
+    content[6:10] = struct.pack("<HH", 10, 10)
+    return bytes(content)
+
+
+def mpo(size: tuple[int, int]) -> bytes:
+    """Return an MPO: a JPEG with a second picture after it, as phone cameras write."""
+    buffer = io.BytesIO()
+    first, second = PILImage.new("RGB", size, "teal"), PILImage.new("RGB", (64, 48), "navy")
+    first.save(buffer, "MPO", save_all=True, append_images=[second])
+    return buffer.getvalue()
+
+
+def noise_webp(size: tuple[int, int]) -> bytes:
+    """Return a lossy WebP of noise: large pixels and a large file at once."""
+    pixels = PILImage.frombytes("RGB", size, os.urandom(size[0] * size[1] * 3))
+    buffer = io.BytesIO()
+    pixels.save(buffer, "WEBP", quality=90)
+    return buffer.getvalue()
+
+
 # Helpers
+
+
+def image_rows(app: Flask) -> int:
+    """Count the rows of the images table."""
+    with app.app_context():
+        return db.session.scalar(db.select(db.func.count()).select_from(Image))
 
 
 def post_files(client: FlaskClient, auth: Auth, files: list[tuple[bytes, str]]) -> Any:
@@ -73,6 +125,101 @@ def peak_growth_mb(action: Callable[[], Any]) -> tuple[Any, float]:
     return result, status_mb("self", "VmHWM") - before
 
 
+def assert_refused(response: Any, app: Flask, *parts: str) -> None:
+    """Assert a 400 problem whose detail holds every part, and that nothing was stored."""
+    assert response.status_code == 400, response.json
+    assert response.content_type == "application/problem+json"
+    for part in parts:
+        assert part in response.json["detail"]
+    assert media_files(app) == []
+    assert image_rows(app) == 0
+
+
+# One file over the memory limit: 400 naming it, before any pixel is decoded
+
+
+def test_a_2_kb_lossless_webp_of_16383x3051_is_refused(
+    app: Flask, client: FlaskClient, alice: Auth
+) -> None:
+    """Attack: the 2 KB WebP that took a worker from 145 MB to 910 MB."""
+    bomb = webp_bomb()
+    assert len(bomb) < 4096
+
+    response = post_files(client, alice, [(bomb, "flat.webp")])
+
+    reason = (
+        f"The image has 16383x3051 pixels, which take about 763 MB of memory to decode; {LIMIT}."
+    )
+    assert_refused(response, app, f"flat.webp: {reason}")
+    assert response.json["errors"] == {"files": {"image": [reason]}}
+
+
+@pytest.mark.parametrize(
+    ("content", "pixels"),
+    [
+        (flat("PNG", "RGBA", (7071, 7071)), "7071x7071"),
+        (flat("JPEG", "RGB", (7071, 7071), progressive=True, subsampling=0), "7071x7071"),
+        (flat("JPEG", "CMYK", (7071, 7071), progressive=True), "7071x7071"),
+        (flat("WEBP", "RGBA", (5000, 5000), lossless=True), "5000x5000"),
+    ],
+    ids=["png", "progressive-jpeg", "progressive-cmyk-jpeg", "webp-with-alpha"],
+)
+def test_a_small_file_that_decodes_huge_is_refused(
+    app: Flask, client: FlaskClient, alice: Auth, content: bytes, pixels: str
+) -> None:
+    """Attack: a flat image under the pixel limit that compresses to a few hundred KB.
+
+    A progressive JPEG is decoded from all its coefficients at once, whatever the scale.
+    """
+    assert len(content) < 1024 * 1024
+
+    response = post_files(client, alice, [(content, "small.img")])
+
+    assert_refused(response, app, "small.img: ", f"has {pixels} pixels", LIMIT)
+
+
+def test_a_huge_gif_frame_in_a_tiny_screen_is_judged_by_the_frame(
+    make_app: Callable[..., Flask], alice: Auth
+) -> None:
+    """Attack: a GIF whose 10x10 screen hides a 7071x7071 frame (95 MB to decode)."""
+    app = make_app(MAX_DECODED_MB=64)
+
+    response = post_files(app.test_client(), alice, [(gif_outgrowing_its_screen(7071, 7071), "g")])
+
+    assert_refused(response, app, "has 7071x7071 pixels", "about 96 MB", "at most 64 MB")
+
+
+def test_the_memory_limit_is_a_setting(make_app: Callable[..., Flask], alice: Auth) -> None:
+    """Attack: probing the limit; a 512x510 RGB PNG takes just under 1 MB with its file."""
+    app = make_app(MAX_DECODED_MB=1)
+    client = app.test_client()
+
+    accepted = post_files(client, alice, [(flat("PNG", "RGB", (512, 510)), "fits.png")])
+    refused = post_files(client, alice, [(flat("PNG", "RGB", (512, 520)), "over.png")])
+
+    assert accepted.status_code == 201, accepted.json
+    assert refused.status_code == 400
+    assert refused.json["detail"] == (
+        "over.png: The image has 512x520 pixels, which take about 2 MB of memory to decode;"
+        " at most 1 MB are allowed."
+    )
+    assert image_rows(app) == 1
+
+
+def test_forty_webp_bombs_in_one_request_are_refused_at_once(
+    app: Flask, client: FlaskClient, alice: Auth
+) -> None:
+    """Attack: 40 of the 2 KB WebPs in one request, which kept a worker for 33 s."""
+    files = [(webp_bomb(), f"bomb-{number}.webp") for number in range(40)]
+    started = time.monotonic()
+
+    response = post_files(client, alice, files)
+
+    assert time.monotonic() - started < 10  # refused from their headers, none decoded
+    assert_refused(response, app, "40 of 40 files are not accepted images", "#39 bomb-39.webp")
+    assert len(response.json["errors"]["files"]["image"]) == 40
+
+
 # Accepted images decode within bounds
 
 
@@ -91,6 +238,16 @@ def test_a_65000x769_jpeg_has_thumbnails_decoded_reduced(client: FlaskClient, al
             assert thumbnail.width == size and thumbnail.height <= 6
 
 
+def test_a_50_megapixel_mpo_is_checked_reduced(client: FlaskClient, alice: Auth) -> None:
+    """Attack: a JPEG with a second picture (MPO), which was decoded whole (190 MB) on upload."""
+    pair = mpo((7071, 7071))
+
+    response, growth = peak_growth_mb(lambda: post_files(client, alice, [(pair, "pair.jpg")]))
+
+    assert response.status_code == 201, response.json
+    assert growth < 32, f"{growth:.0f} MB"
+
+
 def test_a_16_bit_greyscale_png_gets_a_grey_thumbnail(client: FlaskClient, alice: Auth) -> None:
     """Attack: 16-bit samples, which Pillow cannot reduce: the thumbnail failed with a 500."""
     image = post_files(client, alice, [(flat("PNG", "I;16", (1200, 800)), "deep.png")]).json
@@ -104,7 +261,37 @@ def test_a_16_bit_greyscale_png_gets_a_grey_thumbnail(client: FlaskClient, alice
         assert abs(red - 30000 // 256) <= 3 and red == green == blue
 
 
-# The S3 backend
+def test_a_thumbnail_over_a_lowered_limit_is_409_and_the_file_still_downloads(
+    make_app: Callable[..., Flask], client: FlaskClient, alice: Auth
+) -> None:
+    """Attack: a large image stored before MAX_DECODED_MB was lowered, asked for its thumbnail."""
+    image = post_files(client, alice, [(flat("PNG", "RGB", (1000, 1000)), "big.png")]).json
+    lowered = make_app(MAX_DECODED_MB=1).test_client()
+
+    thumbnail = lowered.get(image["thumbnails"]["128"], auth=alice)
+    original = lowered.get(f"/api/images/{image['id']}/file", auth=alice)
+
+    assert thumbnail.status_code == 409
+    assert thumbnail.content_type == "application/problem+json"
+    assert thumbnail.json["detail"] == (
+        f"No thumbnail is made of image {image['id']}. The image has 1000x1000 pixels, which"
+        " take about 4 MB of memory to decode; at most 1 MB are allowed."
+    )
+    assert original.status_code == 200
+    assert not any(name.endswith(".webp") for name in media_files(lowered.application))
+
+
+@pytest.mark.parametrize("name", ["MAX_DECODED_MB"])
+@pytest.mark.parametrize("value", ["lots", 0, True])
+def test_a_bad_memory_limit_stops_the_app(
+    database_url: str, tmp_path: Path, name: str, value: Any
+) -> None:
+    """Attack on the configuration: a limit that is no number, or none, fails at startup."""
+    with pytest.raises(ValueError, match=name):
+        create_app(settings(database_url, tmp_path) | {name: value})
+
+
+# The S3 backend: the same refusals leave nothing in the bucket or the staging folder
 
 
 @pytest.fixture
@@ -125,6 +312,20 @@ def bucket_keys(s3_server: S3Server, bucket: str) -> list[str]:
     return sorted(item["Key"] for item in found)
 
 
+def test_s3_webp_bombs_leave_no_object_and_no_staged_file(
+    s3_app: Flask, s3_server: S3Server, bucket: str, alice: Auth, tmp_path: Path
+) -> None:
+    """Attack: the 40 WebP bombs, against the S3 backend."""
+    files = [(webp_bomb(), f"bomb-{number}.webp") for number in range(40)]
+
+    response = post_files(s3_app.test_client(), alice, files)
+
+    assert response.status_code == 400
+    assert bucket_keys(s3_server, bucket) == []
+    assert os.listdir(tmp_path / "staging") == []
+    assert image_rows(s3_app) == 0
+
+
 def test_s3_strip_thumbnails_are_decoded_reduced(
     s3_app: Flask, s3_server: S3Server, bucket: str, alice: Auth
 ) -> None:
@@ -139,3 +340,121 @@ def test_s3_strip_thumbnails_are_decoded_reduced(
     assert f"media/{image['sha256'][:2]}/{image['sha256']}.512.webp" in bucket_keys(
         s3_server, bucket
     )
+
+
+def test_s3_thumbnail_over_a_lowered_limit_is_409_and_stores_nothing(
+    make_app: Callable[..., Flask],
+    s3_app: Flask,
+    s3_settings: dict[str, Any],
+    s3_server: S3Server,
+    bucket: str,
+    alice: Auth,
+) -> None:
+    """Attack: a stored image over a lowered MAX_DECODED_MB, its thumbnail asked from S3."""
+    image = post_files(
+        s3_app.test_client(), alice, [(flat("PNG", "RGB", (1000, 1000)), "big.png")]
+    ).json
+    lowered = make_app(**s3_settings, MAX_DECODED_MB=1).test_client()
+
+    response = lowered.get(image["thumbnails"]["256"], auth=alice)
+
+    assert response.status_code == 409
+    assert bucket_keys(s3_server, bucket) == [f"media/{image['sha256'][:2]}/{image['sha256']}.png"]
+
+
+# A real gunicorn: the worst accepted images keep every worker under 300 MB
+
+
+def worst_accepted() -> list[tuple[str, bytes]]:
+    """Return the images closest to the default limit of 160 MB to decode, one of each kind.
+
+    The figures are the service's estimates: pixels times the bytes each takes while decoding,
+    plus the file.
+    """
+    return [
+        # 10.5 megapixels at 16 bytes: 160 MB.
+        ("flat.webp", flat("WEBP", "RGB", (4096, 2559), lossless=True)),
+        # 9.6 megapixels at 16 bytes, and a file of about 8 MB: 155 MB.
+        ("noise.webp", noise_webp((4000, 2400))),
+        # 20.9 megapixels at 4 bytes and a premultiplied copy: 159 MB.
+        ("alpha.png", flat("PNG", "RGBA", (5120, 4080))),
+        # 41.8 megapixels at 4 bytes: 159 MB.
+        ("colour.png", flat("PNG", "RGB", (8192, 5100))),
+        # 50 megapixels (the pixel limit) at 2 bytes: 95 MB.
+        ("deep.png", flat("PNG", "I;16", (7071, 7071))),
+        ("screen.gif", flat("GIF", "P", (7071, 7071))),
+        # 20.4 megapixels of CMYK coefficients at 2 bytes a sample: 156 MB.
+        ("progressive.jpg", flat("JPEG", "CMYK", (5500, 3700), progressive=True)),
+        # 50 megapixels, decoded at 1/8: 3 MB.
+        ("strip.jpg", flat("JPEG", "RGB", (65000, 769))),
+    ]
+
+
+def gunicorn_workers(url: str) -> list[int]:
+    """Return the worker processes of the gunicorn serving `url` (children of its master)."""
+    bind = urlsplit(url).netloc.encode()
+    serving = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if bind in (entry / "cmdline").read_bytes():
+                    serving.add(int(entry.name))
+            except OSError:
+                continue  # ended meanwhile
+    return sorted(pid for pid in serving if int(status_field(pid, "PPid")) in serving)
+
+
+def call(url: str, auth: Auth, method: str = "GET", body: bytes = b"", **headers: str) -> Any:
+    """Send one request; return its status and its body (JSON when it is JSON)."""
+    parts = urlsplit(url)
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    try:
+        path = f"{parts.path}?{parts.query}" if parts.query else parts.path
+        connection.request(method, path, body, {"Authorization": f"Basic {token}", **headers})
+        response = connection.getresponse()
+        data = response.read()
+    finally:
+        connection.close()
+    if response.getheader("Content-Type", "").endswith("json"):
+        return response.status, json.loads(data)
+    return response.status, data
+
+
+def upload(url: str, auth: Auth, name: str, content: bytes) -> Any:
+    """Upload one file as multipart form data; return status and JSON body."""
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    content_type = f"multipart/form-data; boundary={boundary}"
+    return call(f"{url}/api/images/", auth, "POST", body, **{"Content-Type": content_type})
+
+
+def test_worst_accepted_images_keep_every_gunicorn_worker_under_300_mb(tmp_path: Path) -> None:
+    """Attack: the largest images still accepted, each uploaded then asked for every thumbnail.
+
+    The peak RSS (VmHWM) of every worker is read after each request.
+    """
+    images = worst_accepted()
+    with serve(tmp_path) as server:
+        workers = gunicorn_workers(server.url)
+        assert workers, server.log_tail()
+        peaks: dict[int, float] = {}
+        for name, content in images:
+            status, image = upload(server.url, server.user, name, content)
+            assert status == 201, (name, image)
+            for size, thumbnail_url in image["thumbnails"].items():
+                status, data = call(thumbnail_url, server.user)
+                assert status == 200, (name, size, data)
+            for pid in workers:
+                peaks[pid] = max(peaks.get(pid, 0.0), status_mb(pid, "VmHWM"))
+        assert gunicorn_workers(server.url) == workers, "a worker was replaced"
+
+    assert max(peaks.values()) > defaults.MAX_DECODED_MB  # the worst cases did run
+    assert all(peak < WORKER_PEAK_MB for peak in peaks.values()), peaks
