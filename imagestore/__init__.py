@@ -211,7 +211,8 @@ def derive_settings(app: Flask) -> None:
     if not config["MEDIA_FOLDER"]:
         config["MEDIA_FOLDER"] = os.path.join(app.instance_path, "media")
     config["MAX_CONTENT_LENGTH"] = int(float(config["MAX_UPLOAD_MB"]) * 1024 * 1024)
-    number_setting(config, "MAX_DECODED_MB", 1, 1024 * 1024)
+    for name in ("MAX_DECODED_MB", "MAX_REQUEST_DECODED_MB"):
+        number_setting(config, name, 1, 1024 * 1024)
 
 
 def database_uri(url: str) -> str:

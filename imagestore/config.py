@@ -52,3 +52,6 @@ PROXY_HOPS = 0
 # what Pillow and the decoder hold for each, and the file). Larger images get 400, and their
 # thumbnails 409 if they were stored before. With 160, a worker stays under 300 MB.
 MAX_DECODED_MB = 160
+# Most memory, in MB, that decoding the files of one upload may take, added up; larger uploads
+# get 400 before any is decoded. It bounds how long one request decodes (about 1.5 s a GB).
+MAX_REQUEST_DECODED_MB = 2048

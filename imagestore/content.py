@@ -1,8 +1,8 @@
 """The life of an image's bytes: staged, checked, placed under their checksum, released.
 
 Upload order: temporary file and checksum of every file, header check of each (its pixels and
-the memory decoding it takes), decode check, then under the content lock: move into place,
-commit the rows. Delete order: commit, then under the content
+the memory decoding it takes, alone and for the whole request), decode check, then under the
+content lock: move into place, commit the rows. Delete order: commit, then under the content
 lock: remove the files when no row uses the checksum any more. A failed upload releases what
 it placed.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,12 +91,23 @@ class BadUploads(Exception):
         self.failures = failures
 
 
+class TooMuchToDecode(Exception):
+    """The files of one upload would take more memory to decode, together, than allowed."""
+
+    def __init__(self, count: int, needed: int, limit: int) -> None:
+        files = "1 file takes" if count == 1 else f"{count} files take"
+        super().__init__(
+            f"The {files} about {math.ceil(needed / MB)} MB of memory to decode;"
+            f" at most {limit / MB:g} MB are allowed in one request. Send them in several."
+        )
+
+
 @contextmanager
 def checked_uploads(uploads: list[FileStorage]) -> Iterator[list[CheckedUpload]]:
     """Stage and check every upload, all or nothing; leave no staged file behind.
 
-    Every file's header is read before any is decoded: files over the pixel or memory limits
-    are refused without decoding a pixel.
+    Every file's header is read before any is decoded: files over the pixel or memory limits,
+    or together over the request's memory budget, are refused without decoding a pixel.
     """
     limits = decode_limits()
     storage = get_storage()
@@ -112,6 +124,10 @@ def checked_uploads(uploads: list[FileStorage]) -> Iterator[list[CheckedUpload]]
                 continue
             name = clean_filename(upload.filename, info.suffix)
             inspected.append((position, upload, CheckedUpload(staged[-1], info, name)))
+        needed = sum(checked.info.decoded_bytes for _, _, checked in inspected)
+        budget = int(current_app.config["MAX_REQUEST_DECODED_MB"] * MB)
+        if needed > budget:
+            raise TooMuchToDecode(len(inspected), needed, budget)
         for position, upload, checked in inspected:
             try:
                 check_image(checked.staged.path, limits)

@@ -12,6 +12,7 @@ from .auth import auth
 from .content import (
     BadUploads,
     CheckedUpload,
+    TooMuchToDecode,
     checked_uploads,
     place_and_commit,
     release_content,
@@ -162,6 +163,8 @@ def create_image(
             place_and_commit(checked, images)
     except BadUploads as error:
         refuse_bad_uploads(error, len(uploads))
+    except TooMuchToDecode as error:
+        invalid_input({"files": {"image": [str(error)]}}, detail=str(error))
     if len(images) > 1:
         return write_images(images), 201, {}
     location = url_for("images.get_image", image_id=images[0].id, _external=True)

@@ -220,6 +220,60 @@ def test_forty_webp_bombs_in_one_request_are_refused_at_once(
     assert len(response.json["errors"]["files"]["image"]) == 40
 
 
+# Many files together over the request's budget
+
+
+def test_files_together_over_the_request_budget_are_refused_before_decoding(
+    app: Flask, client: FlaskClient, alice: Auth
+) -> None:
+    """Attack: 22 GIFs of 50 megapixels (37 KB each), each under the limit, 2.1 GB together."""
+    files = [(flat("GIF", "P", (7071, 7071)), f"{number}.gif") for number in range(22)]
+
+    response = post_files(client, alice, files)
+
+    message = (
+        "The 22 files take about 2099 MB of memory to decode; at most 2048 MB are allowed in"
+        " one request. Send them in several."
+    )
+    assert_refused(response, app, message)
+    assert response.json["errors"] == {"files": {"image": [message]}}
+
+
+def test_the_request_budget_is_a_setting(make_app: Callable[..., Flask], alice: Auth) -> None:
+    """Attack: probing the budget; each 512x510 RGB PNG takes just under 1 MB with its file."""
+    app = make_app(MAX_REQUEST_DECODED_MB=3)
+    client = app.test_client()
+    three = [(flat("PNG", "RGB", (512, 510)), f"{number}.png") for number in range(3)]
+
+    accepted = post_files(client, alice, three)
+    refused = post_files(client, alice, [*three, (flat("PNG", "RGB", (512, 510)), "4.png")])
+
+    assert accepted.status_code == 201, accepted.json
+    assert refused.status_code == 400
+    assert refused.json["detail"] == (
+        "The 4 files take about 4 MB of memory to decode; at most 3 MB are allowed in one"
+        " request. Send them in several."
+    )
+    assert image_rows(app) == 3
+
+
+@pytest.mark.parametrize(
+    "content",
+    [flat("PNG", "RGBA", (1920, 1080)), flat("JPEG", "RGB", (4032, 3024), quality=90)],
+    ids=["1080p-screenshots-with-alpha", "12-megapixel-photos"],
+)
+def test_ordinary_bulk_uploads_fit_the_request_budget(
+    make_app: Callable[..., Flask], alice: Auth, content: bytes
+) -> None:
+    """Not an attack: 100 screenshots or 100 phone photos in one request stay accepted."""
+    app = make_app(MAX_UPLOAD_MB=100)  # real photos are larger than these flat ones
+
+    response = post_files(app.test_client(), alice, [(content, f"{n}.img") for n in range(100)])
+
+    assert response.status_code == 201, response.json
+    assert image_rows(app) == 100
+
+
 # Accepted images decode within bounds
 
 
@@ -281,7 +335,7 @@ def test_a_thumbnail_over_a_lowered_limit_is_409_and_the_file_still_downloads(
     assert not any(name.endswith(".webp") for name in media_files(lowered.application))
 
 
-@pytest.mark.parametrize("name", ["MAX_DECODED_MB"])
+@pytest.mark.parametrize("name", ["MAX_DECODED_MB", "MAX_REQUEST_DECODED_MB"])
 @pytest.mark.parametrize("value", ["lots", 0, True])
 def test_a_bad_memory_limit_stops_the_app(
     database_url: str, tmp_path: Path, name: str, value: Any
