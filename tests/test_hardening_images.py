@@ -155,27 +155,33 @@ def test_a_2_kb_lossless_webp_of_16383x3051_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("content", "pixels"),
+    ("image", "options"),
     [
-        (flat("PNG", "RGBA", (7071, 7071)), "7071x7071"),
-        (flat("JPEG", "RGB", (7071, 7071), progressive=True, subsampling=0), "7071x7071"),
-        (flat("JPEG", "CMYK", (7071, 7071), progressive=True), "7071x7071"),
-        (flat("WEBP", "RGBA", (5000, 5000), lossless=True), "5000x5000"),
+        (("PNG", "RGBA", (7071, 7071)), {}),
+        (("JPEG", "RGB", (7071, 7071)), {"progressive": True, "subsampling": 0}),
+        (("JPEG", "CMYK", (7071, 7071)), {"progressive": True}),
+        (("WEBP", "RGBA", (5000, 5000)), {"lossless": True}),
     ],
     ids=["png", "progressive-jpeg", "progressive-cmyk-jpeg", "webp-with-alpha"],
 )
 def test_a_small_file_that_decodes_huge_is_refused(
-    app: Flask, client: FlaskClient, alice: Auth, content: bytes, pixels: str
+    app: Flask,
+    client: FlaskClient,
+    alice: Auth,
+    image: tuple[str, str, tuple[int, int]],
+    options: dict[str, Any],
 ) -> None:
     """Attack: a flat image under the pixel limit that compresses to a few hundred KB.
 
     A progressive JPEG is decoded from all its coefficients at once, whatever the scale.
     """
+    content = flat(*image, **options)
     assert len(content) < 1024 * 1024
 
     response = post_files(client, alice, [(content, "small.img")])
 
-    assert_refused(response, app, "small.img: ", f"has {pixels} pixels", LIMIT)
+    width, height = image[2]
+    assert_refused(response, app, "small.img: ", f"has {width}x{height} pixels", LIMIT)
 
 
 def test_a_huge_gif_frame_in_a_tiny_screen_is_judged_by_the_frame(
@@ -258,17 +264,21 @@ def test_the_request_budget_is_a_setting(make_app: Callable[..., Flask], alice: 
 
 
 @pytest.mark.parametrize(
-    "content",
-    [flat("PNG", "RGBA", (1920, 1080)), flat("JPEG", "RGB", (4032, 3024), quality=90)],
+    ("image", "options"),
+    [(("PNG", "RGBA", (1920, 1080)), {}), (("JPEG", "RGB", (4032, 3024)), {"quality": 90})],
     ids=["1080p-screenshots-with-alpha", "12-megapixel-photos"],
 )
 def test_ordinary_bulk_uploads_fit_the_request_budget(
-    make_app: Callable[..., Flask], alice: Auth, content: bytes
+    make_app: Callable[..., Flask],
+    alice: Auth,
+    image: tuple[str, str, tuple[int, int]],
+    options: dict[str, Any],
 ) -> None:
     """Not an attack: 100 screenshots or 100 phone photos in one request stay accepted."""
     app = make_app(MAX_UPLOAD_MB=100)  # real photos are larger than these flat ones
+    files = [(flat(*image, **options), f"{number}.img") for number in range(100)]
 
-    response = post_files(app.test_client(), alice, [(content, f"{n}.img") for n in range(100)])
+    response = post_files(app.test_client(), alice, files)
 
     assert response.status_code == 201, response.json
     assert image_rows(app) == 100
