@@ -36,6 +36,8 @@ from .extensions import db
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments an INTEGER primary key.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
+# Largest id of an INTEGER key: a larger number names no row (and overflows SQLite's binding).
+MAX_ID = 2**31 - 1
 
 
 def utcnow() -> datetime:
@@ -393,7 +395,8 @@ class Tracking(db.Model):
         query = select(cls).order_by(cls.id.desc())
         user = filters.get("user")
         if user is not None:
-            if user.isdigit():
+            # Only ASCII digits make an id: `isdigit` also accepts "²", which `int` refuses.
+            if user.isascii() and user.isdigit() and int(user) <= MAX_ID:
                 query = query.where(cls.user_id == int(user))
             else:
                 query = query.where(cls.user_id.in_(select(User.id).where(User.username == user)))
