@@ -125,7 +125,7 @@ def verify_password(username: str, password: str) -> CurrentUser | None:
         user = load_user(remembered[0])
         if user is not None and user.is_active and user.password_hash == remembered[1]:
             return user
-    user = db.session.scalar(db.select(User).where(User.username == username))
+    user = db.session.scalar(User.named(username))
     passwords: Passwords = current_app.extensions["imagestore.passwords"]
     if user is None:
         check_password_hash(passwords.decoy, password)

@@ -1,9 +1,11 @@
 """The `flask users ...` commands that operators use to manage accounts."""
 
 import secrets
+import unicodedata
 
 import click
 from flask.cli import AppGroup
+from sqlalchemy.exc import IntegrityError
 
 from .auth import hash_password
 from .extensions import db
@@ -13,8 +15,8 @@ users_cli = AppGroup("users", help="Create and manage user accounts.")
 
 
 def find_user(username: str) -> User:
-    """Return the user with this name or stop with a one-line error."""
-    user = db.session.scalar(db.select(User).where(User.username == username))
+    """Return the user with this name (any case) or stop with a one-line error."""
+    user = db.session.scalar(User.named(username))
     if user is None:
         raise click.ClickException(f"no user named {username!r}")
     return user
@@ -25,6 +27,18 @@ def check_password(password: str) -> str:
     if not password:
         raise click.ClickException("the password must not be empty")
     return password
+
+
+def refuse_taken(username: str) -> None:
+    """Stop with a one-line error when a user has this name, whatever its case or Unicode form."""
+    taken = db.session.scalar(User.named(username).with_only_columns(User.username))
+    if taken == username:
+        raise click.ClickException(f"a user named {username!r} already exists")
+    if taken is not None:
+        raise click.ClickException(
+            f"a user named {taken!r} already exists: usernames differing only in case or"
+            " Unicode form are the same name"
+        )
 
 
 password_option = click.option(
@@ -41,15 +55,20 @@ password_option = click.option(
 @password_option
 @click.option("--admin", is_flag=True, help="Let the user read trackings and change anything.")
 def create_user(username: str, password: str, admin: bool) -> None:
-    """Create a user."""
+    """Create a user; the name is stored in NFC and must differ from others in more than case."""
+    username = unicodedata.normalize("NFC", username)
     if not 1 <= len(username) <= 150 or username != username.strip() or ":" in username:
         raise click.ClickException("a username has 1 to 150 characters, no ':' and no outer spaces")
-    if db.session.scalar(db.select(User.id).where(User.username == username)) is not None:
-        raise click.ClickException(f"a user named {username!r} already exists")
+    refuse_taken(username)
     user = User(username=username, password_hash=hash_password(check_password(password)))
     user.is_admin = admin
     db.session.add(user)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()  # created meanwhile by another command
+        refuse_taken(username)
+        raise
     click.echo(f"created {'admin' if admin else 'user'} {username}")
 
 

@@ -26,7 +26,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship, undefer
+from sqlalchemy.orm import (
+    Mapped,
+    column_property,
+    mapped_column,
+    relationship,
+    undefer,
+    validates,
+)
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
@@ -125,10 +132,25 @@ class User(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(150), unique=True)
+    # The folded username (fold_name): names are unique and matched without regard to case or
+    # Unicode form. Case folding makes a character up to three.
+    username_folded: Mapped[str] = mapped_column(String(450), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(default=False)
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @validates("username")
+    def normalize_username(self, key: str, username: str) -> str:
+        """Store a username in NFC, and its folded form beside it."""
+        username = unicodedata.normalize("NFC", username)
+        self.username_folded = fold_name(username)
+        return username
+
+    @classmethod
+    def named(cls, username: str) -> Select:
+        """Select the user with this name, whatever its case or Unicode form."""
+        return select(cls).where(cls.username_folded == fold_name(username))
 
     def __repr__(self) -> str:
         return f"<User {self.username}>"
@@ -279,7 +301,7 @@ class Image(db.Model):
         if filters.get("created_before"):
             query = query.where(cls.created_at < filters["created_before"])
         if filters.get("created_by"):
-            uploader = select(User.id).where(User.username == filters["created_by"])
+            uploader = User.named(filters["created_by"]).with_only_columns(User.id)
             query = query.where(cls.created_by_id.in_(uploader.scalar_subquery()))
         if filters.get("content_type"):
             query = query.where(cls.content_type == filters["content_type"].lower())
@@ -399,7 +421,8 @@ class Tracking(db.Model):
             if user.isascii() and user.isdigit() and int(user) <= MAX_ID:
                 query = query.where(cls.user_id == int(user))
             else:
-                query = query.where(cls.user_id.in_(select(User.id).where(User.username == user)))
+                named = User.named(user).with_only_columns(User.id)
+                query = query.where(cls.user_id.in_(named.scalar_subquery()))
         for name in ("endpoint", "method", "status_code", "request_id"):
             if filters.get(name) is not None:
                 query = query.where(getattr(cls, name) == filters[name])

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import pytest
+from conftest import POSTGRES_URL, admin_connection
+from flask import Flask
+from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import make_url
+
+from imagestore.extensions import db
+from imagestore.models import User
+
+# The last revision before usernames were folded.
+BEFORE_FOLDING = "5470e650ef97"
 
 
 @pytest.mark.parametrize("user", ["²", "99999999999999999999"])
@@ -15,3 +29,141 @@ def test_tracking_user_filter_of_odd_digits_answers_no_rows(client, admin, user)
 
     assert response.status_code == 200, response.json
     assert response.json["count"] == 0
+
+
+# Usernames: NFC, unique and matched without regard to case
+
+
+def test_create_refuses_a_name_that_differs_only_in_case(runner, client, alice):
+    """Attack: an operator (or a script) creates `ALICE` beside `alice`, a look-alike account."""
+    result = runner.invoke(args=["users", "create", "ALICE", "--password", "other"])
+
+    assert result.exit_code == 1
+    assert "'alice' already exists" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert client.get("/api/", auth=("ALICE", "other")).status_code == 401
+
+
+def test_create_refuses_a_name_that_differs_only_in_unicode_form(runner, client):
+    """Attack: `José` spelt with a combining accent beside `José` spelt with a precomposed é."""
+    runner.invoke(args=["users", "create", "Jos\u00e9", "--password", "pw"])
+
+    result = runner.invoke(args=["users", "create", "jose\u0301", "--password", "other"])
+
+    assert result.exit_code == 1
+    assert "'Jos\u00e9' already exists" in result.output
+
+
+def test_create_stores_the_name_in_nfc(runner, app):
+    """Attack: a name in decomposed form, which would list and compare unlike its NFC twin."""
+    result = runner.invoke(args=["users", "create", "jose\u0301", "--password", "pw"])
+
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert db.session.scalars(select(User.username)).all() == ["jos\u00e9"]
+
+
+@pytest.mark.parametrize("given", ["ALICE", "Alice"])
+def test_basic_login_matches_the_username_whatever_its_case(client, alice, given):
+    """Attack (on usability): a login as `ALICE` must reach the one account `alice`, no other."""
+    response = client.get("/api/", auth=(given, alice[1]))
+
+    assert response.status_code == 200
+
+
+def test_basic_login_matches_the_username_whatever_its_unicode_form(runner, client):
+    """Attack (on usability): a client that sends the decomposed form of an NFC name."""
+    runner.invoke(args=["users", "create", "Jos\u00e9", "--password", "pw"])
+
+    response = client.get("/api/", auth=("jose\u0301", "pw"))
+
+    assert response.status_code == 200
+
+
+def test_created_by_filter_matches_the_username_whatever_its_case(client, alice, upload):
+    """Attack (on audit): `created_by=ALICE` must not hide alice's uploads."""
+    upload(alice)
+
+    response = client.get("/api/images/", query_string={"created_by": "ALICE"}, auth=alice)
+
+    assert response.status_code == 200
+    assert response.json["count"] == 1
+
+
+def test_tracking_user_filter_matches_the_username_whatever_its_case(client, alice, admin):
+    """Attack (on audit): `user=ALICE` must not hide alice's requests from the log."""
+    client.get("/api/", auth=alice)
+
+    response = client.get("/api/trackings/", query_string={"user": "ALICE"}, auth=admin)
+
+    assert response.status_code == 200
+    assert response.json["count"] == 1
+    assert response.json["results"][0]["username"] == "alice"
+
+
+def test_set_password_finds_the_user_whatever_the_case(runner, client, alice):
+    """Attack (on operations): `set-password ALICE` must reach alice, not fail to find her."""
+    result = runner.invoke(args=["users", "set-password", "ALICE", "--password", "new"])
+
+    assert result.exit_code == 0, result.output
+    assert client.get("/api/", auth=("alice", "new")).status_code == 200
+
+
+@pytest.fixture
+def empty_database_url(tmp_path: Any) -> Iterator[str]:
+    """Return the URL of an empty database: a new SQLite file, or a new PostgreSQL database."""
+    if POSTGRES_URL is None:
+        yield f"sqlite:///{tmp_path}/empty.sqlite"
+        return
+    name = f"imagestore_test_{uuid.uuid4().hex[:12]}"
+    with admin_connection(POSTGRES_URL) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin_connection(POSTGRES_URL) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def migrated_before_folding(make_app: Callable[..., Flask], url: str, names: list[str]) -> Flask:
+    """Return an app on a database migrated up to the revision before usernames were folded,
+    holding users of these names."""
+    app = make_app(DATABASE_URL=url)
+    result = app.test_cli_runner().invoke(args=["db", "upgrade", BEFORE_FOLDING])
+    assert result.exit_code == 0, result.output
+    with app.app_context(), db.engine.begin() as connection:
+        for name in names:
+            connection.execute(
+                text(
+                    "INSERT INTO users (username, password_hash, is_admin, is_active, created_at)"
+                    " VALUES (:name, 'x', false, true, CURRENT_TIMESTAMP)"
+                ),
+                {"name": name},
+            )
+    return app
+
+
+def test_migration_stops_on_names_that_clash_and_names_them(make_app, empty_database_url):
+    """Attack: `alice` and `ALICE` created before the upgrade; the migration must not pick one."""
+    app = migrated_before_folding(make_app, empty_database_url, ["alice", "bob", "ALICE"])
+
+    result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+
+    assert result.exit_code == 1
+    assert "'alice' (id 1); 'ALICE' (id 3)" in result.output
+    assert "UPDATE users SET username" in result.output
+    assert "bob" not in result.output
+    with app.app_context():
+        assert "username_folded" not in {c["name"] for c in inspect(db.engine).get_columns("users")}
+
+
+def test_migration_folds_and_normalizes_existing_names(make_app, empty_database_url):
+    """Attack: a name stored in decomposed form before the upgrade, a twin of its NFC form."""
+    app = migrated_before_folding(make_app, empty_database_url, ["Alice", "jose\u0301"])
+
+    result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        rows = db.session.execute(select(User.username, User.username_folded).order_by(User.id))
+        assert rows.all() == [("Alice", "alice"), ("jos\u00e9", "jos\u00e9")]
