@@ -31,6 +31,7 @@ from .openapi import init_openapi
 from .security import init_security
 from .storage import init_storage, number_setting
 from .storage_check import storage_cli
+from .tokens_cli import tokens_cli
 from .trackings_cli import trackings_cli
 
 TEXT_SETTINGS = (
@@ -86,6 +87,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(users_cli)
     app.cli.add_command(storage_cli)
     app.cli.add_command(trackings_cli)
+    app.cli.add_command(tokens_cli)
     return app
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .auth import hash_password
 from .extensions import db
-from .models import User
+from .models import Token, User
 
 users_cli = AppGroup("users", help="Create and manage user accounts.")
 
@@ -39,6 +39,11 @@ def refuse_taken(username: str) -> None:
             f"a user named {taken!r} already exists: usernames differing only in case or"
             " Unicode form are the same name"
         )
+
+
+def tokens_revoked(count: int) -> str:
+    """Say how many tokens were revoked."""
+    return f"{count} token{'' if count == 1 else 's'} revoked"
 
 
 password_option = click.option(
@@ -85,21 +90,24 @@ def list_users() -> None:
 @click.argument("username")
 @password_option
 def set_password(username: str, password: str) -> None:
-    """Give a user a new password."""
+    """Give a user a new password, and revoke every token of theirs."""
     user = find_user(username)
     user.password_hash = hash_password(check_password(password))
+    revoked = Token.revoke_all_of(user.id)
     db.session.commit()
-    click.echo(f"password of {username} changed")
+    click.echo(f"password of {user.username} changed; {tokens_revoked(revoked)}")
 
 
 @users_cli.command("deactivate")
 @click.argument("username")
 def deactivate_user(username: str) -> None:
-    """Refuse a user's credentials from now on; their images, tags and trackings stay."""
+    """Refuse a user's credentials from now on and revoke their tokens; their images, tags and
+    trackings stay."""
     user = find_user(username)
     user.is_active = False
+    revoked = Token.revoke_all_of(user.id)
     db.session.commit()
-    click.echo(f"{username} deactivated")
+    click.echo(f"{user.username} deactivated; {tokens_revoked(revoked)}")
 
 
 @users_cli.command("activate")
@@ -109,7 +117,7 @@ def activate_user(username: str) -> None:
     user = find_user(username)
     user.is_active = True
     db.session.commit()
-    click.echo(f"{username} activated")
+    click.echo(f"{user.username} activated")
 
 
 @users_cli.command("bootstrap")

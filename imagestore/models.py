@@ -19,6 +19,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    delete,
     func,
     select,
     text,
@@ -29,6 +30,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import (
     Mapped,
     column_property,
+    joinedload,
     mapped_column,
     relationship,
     undefer,
@@ -195,9 +197,18 @@ class Token(db.Model):
         return hashlib.sha256(secret.encode()).hexdigest()
 
     @classmethod
-    def owned_by(cls, user: CurrentUser) -> Select:
-        """Select a user's tokens, newest first."""
-        return select(cls).where(cls.user_id == user.id).order_by(cls.id.desc())
+    def newest_first(cls, username: str | None = None) -> Select:
+        """Select the tokens, of one user (any case) when named, newest first, with their owner."""
+        query = select(cls).options(joinedload(cls.user)).order_by(cls.id.desc())
+        if username is not None:
+            owner = User.named(username).with_only_columns(User.id).scalar_subquery()
+            query = query.where(cls.user_id == owner)
+        return query
+
+    @classmethod
+    def revoke_all_of(cls, user_id: int) -> int:
+        """Delete every token of a user, in the session's transaction; return how many."""
+        return db.session.execute(delete(cls).where(cls.user_id == user_id)).rowcount
 
     def __repr__(self) -> str:
         return f"<Token {self.id} {self.name}>"

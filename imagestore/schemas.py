@@ -387,8 +387,20 @@ class TrackingFilters(PageArgs):
 class TokenSchema(Schema):
     id = fields.Integer()
     name = fields.String()
+    username = fields.String(
+        attribute="user.username", metadata={"description": "The user the token belongs to."}
+    )
     created_at = Timestamp()
     expires_at = Timestamp()
+
+
+class TokenFilters(PageArgs):
+    user = fields.String(
+        validate=validate.Length(min=1, max=150),
+        metadata={
+            "description": "The tokens of this user (any case); only admins may name another."
+        },
+    )
 
 
 class NewTokenSchema(TokenSchema):

@@ -10,16 +10,15 @@ from flask import Blueprint, Response, abort
 
 from .auth import auth, basic_auth
 from .extensions import begin_writes, db
-from .models import Token, utcnow
+from .models import MAX_ID, Token, fold_name, utcnow
 from .openapi import doc
 from .pagination import paginate
-from .schemas import PageArgs, TokenInput, new_token_schema, token_schema, use_args
+from .schemas import TokenFilters, TokenInput, new_token_schema, token_schema, use_args
 
 bp = Blueprint("tokens", __name__, url_prefix="/api/tokens")
 
 # A prefix makes a leaked token easy to recognize (secret scanners, logs).
 TOKEN_PREFIX = "ims_"
-MAX_ID = 2**31 - 1
 
 
 @bp.post("/")
@@ -43,23 +42,30 @@ def create_token(json_args: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 
 @bp.get("/")
-@doc(token_schema, page=True)
+@doc(token_schema, page=True, errors=(403,))
 @auth.login_required
-@use_args(PageArgs(), location="query")
+@use_args(TokenFilters(), location="query")
 def list_tokens(query_args: dict[str, Any]) -> dict[str, Any]:
-    """Return one page of the caller's tokens, newest first, without their secrets."""
-    return paginate(Token.owned_by(auth.current_user()), token_schema, query_args)
+    """Return one page of the caller's tokens, newest first, without their secrets.
+
+    An admin may list any user's tokens with `user`; anyone else naming another user gets 403.
+    """
+    caller = auth.current_user()
+    username = query_args.get("user", caller.username)
+    if fold_name(username) != fold_name(caller.username) and not caller.is_admin:
+        abort(403, description="Only administrators may list another user's tokens.")
+    return paginate(Token.newest_first(username), token_schema, query_args)
 
 
 @bp.delete("/<int:token_id>/")
 @doc(status=204)
 @auth.login_required
 def delete_token(token_id: int) -> Response:
-    """Revoke one of the caller's tokens; from now on it authenticates nobody."""
-    user_id = auth.current_user().id
+    """Revoke a token of the caller (an admin: any token); from now on it authenticates nobody."""
+    caller = auth.current_user()
     begin_writes()
     token = db.session.get(Token, token_id) if token_id <= MAX_ID else None
-    if token is None or token.user_id != user_id:
+    if token is None or not (caller.is_admin or token.user_id == caller.id):
         abort(404, description=f"You have no token with the id {token_id}.")
     db.session.delete(token)
     db.session.commit()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from conftest import POSTGRES_URL, admin_connection
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import make_url
 
@@ -167,3 +168,179 @@ def test_migration_folds_and_normalizes_existing_names(make_app, empty_database_
     with app.app_context():
         rows = db.session.execute(select(User.username, User.username_folded).order_by(User.id))
         assert rows.all() == [("Alice", "alice"), ("jos\u00e9", "jos\u00e9")]
+
+
+# Tokens: revoked with the password or the account, listed and revoked by admins
+
+
+def new_token(client: FlaskClient, auth: tuple[str, str], name: str = "script") -> dict[str, Any]:
+    """Create a bearer token through the API and return its JSON (secret included)."""
+    response = client.post("/api/tokens/", json={"name": name}, auth=auth)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def bearer(token: dict[str, Any]) -> dict[str, str]:
+    """Return the headers that authenticate with a token."""
+    return {"Authorization": f"Bearer {token['token']}"}
+
+
+def test_set_password_revokes_every_token_of_the_user(runner, client, alice, bob):
+    """Attack: a stolen password was used to mint a token; changing the password must end it."""
+    stolen = new_token(client, alice)
+    kept = new_token(client, bob)
+
+    result = runner.invoke(args=["users", "set-password", "alice", "--password", "new"])
+
+    assert result.exit_code == 0, result.output
+    assert "1 token revoked" in result.output
+    assert client.get("/api/", headers=bearer(stolen)).status_code == 401
+    assert client.get("/api/", headers=bearer(kept)).status_code == 200
+
+
+def test_deactivate_revokes_tokens_for_good(runner, client, alice):
+    """Attack: tokens minted before a deactivation come back to life when the user is activated
+    again."""
+    tokens = [new_token(client, alice), new_token(client, alice)]
+
+    result = runner.invoke(args=["users", "deactivate", "alice"])
+    runner.invoke(args=["users", "activate", "alice"])
+
+    assert "2 tokens revoked" in result.output
+    assert [client.get("/api/", headers=bearer(t)).status_code for t in tokens] == [401, 401]
+    assert client.get("/api/", auth=alice).status_code == 200
+
+
+def test_token_json_names_its_owner(client, alice):
+    """Attack (on audit): an admin must see whose token a listed token is."""
+    created = new_token(client, alice)
+
+    listed = client.get("/api/tokens/", auth=alice).json["results"]
+
+    assert created["username"] == "alice"
+    assert [token["username"] for token in listed] == ["alice"]
+
+
+def test_admin_lists_any_users_tokens(client, alice, bob, admin):
+    """Attack: a leaked token of alice's that an admin must find to revoke."""
+    new_token(client, alice, "laptop")
+    new_token(client, bob, "ci")
+
+    response = client.get("/api/tokens/", query_string={"user": "ALICE"}, auth=admin)
+
+    assert response.status_code == 200
+    assert [(t["username"], t["name"]) for t in response.json["results"]] == [("alice", "laptop")]
+
+
+def test_admin_lists_no_tokens_of_an_unknown_user(client, admin):
+    """Attack (on audit): a misspelt name must not list the admin's own tokens instead."""
+    new_token(client, admin)
+
+    response = client.get("/api/tokens/", query_string={"user": "nobody"}, auth=admin)
+
+    assert response.status_code == 200
+    assert response.json["count"] == 0
+
+
+@pytest.mark.parametrize("asked", ["bob", "nobody"])
+def test_user_may_not_list_someone_elses_tokens(client, alice, bob, asked):
+    """Attack: alice asks for bob's tokens (or probes for a user that does not exist)."""
+    new_token(client, bob)
+
+    response = client.get("/api/tokens/", query_string={"user": asked}, auth=alice)
+
+    assert response.status_code == 403
+    assert response.content_type == "application/problem+json"
+
+
+def test_admin_revokes_any_users_token(client, alice, admin):
+    """Attack: alice's leaked token; an admin revokes it through the API."""
+    leaked = new_token(client, alice)
+
+    response = client.delete(f"/api/tokens/{leaked['id']}/", auth=admin)
+
+    assert response.status_code == 204
+    assert client.get("/api/", headers=bearer(leaked)).status_code == 401
+
+
+def test_user_may_still_not_revoke_someone_elses_token(client, alice, bob):
+    """Attack: bob revokes alice's token."""
+    token = new_token(client, alice)
+
+    response = client.delete(f"/api/tokens/{token['id']}/", auth=bob)
+
+    assert response.status_code == 404
+    assert client.get("/api/", headers=bearer(token)).status_code == 200
+
+
+def test_cli_lists_every_token_or_one_users(runner, client, alice, bob):
+    """Attack: leaked tokens an operator must find from the command line."""
+    first = new_token(client, alice, "laptop")
+    second = new_token(client, bob, "ci")
+
+    everyone = runner.invoke(args=["tokens", "list"])
+    only_bob = runner.invoke(args=["tokens", "list", "--user", "BOB"])
+
+    assert everyone.exit_code == 0, everyone.output
+    rows = [line.split("\t") for line in everyone.output.splitlines()]
+    assert [row[:3] for row in rows] == [
+        [str(second["id"]), "bob", "ci"],
+        [str(first["id"]), "alice", "laptop"],
+    ]
+    assert rows[0][3:] == [second["created_at"], second["expires_at"]]
+    assert [line.split("\t")[1] for line in only_bob.output.splitlines()] == ["bob"]
+    assert all(t["token"] not in everyone.output for t in (first, second))
+
+
+def test_cli_lists_tokens_of_an_unknown_user_as_an_error(runner):
+    """Attack (on operations): a misspelt name must not look like a user without tokens."""
+    result = runner.invoke(args=["tokens", "list", "--user", "nobody"])
+
+    assert result.exit_code == 1
+    assert "no user named 'nobody'" in result.output
+
+
+def test_cli_revokes_tokens_by_id(runner, client, alice, bob):
+    """Attack: two leaked tokens an operator revokes by id."""
+    leaked = [new_token(client, alice), new_token(client, bob)]
+    kept = new_token(client, alice)
+
+    result = runner.invoke(args=["tokens", "revoke", *(str(t["id"]) for t in leaked)])
+
+    assert result.exit_code == 0, result.output
+    assert "2 tokens revoked" in result.output
+    assert [client.get("/api/", headers=bearer(t)).status_code for t in leaked] == [401, 401]
+    assert client.get("/api/", headers=bearer(kept)).status_code == 200
+
+
+def test_cli_revokes_nothing_when_an_id_is_unknown(runner, client, alice):
+    """Attack (on operations): a mistyped id among several leaves no half-done revocation."""
+    token = new_token(client, alice)
+
+    result = runner.invoke(args=["tokens", "revoke", str(token["id"]), "999"])
+
+    assert result.exit_code == 1
+    assert "999" in result.output and "none was revoked" in result.output
+    assert client.get("/api/", headers=bearer(token)).status_code == 200
+
+
+def test_cli_revokes_every_token_of_a_user(runner, client, alice, bob):
+    """Attack: alice's machine was stolen with all her tokens on it."""
+    stolen = [new_token(client, alice), new_token(client, alice)]
+    kept = new_token(client, bob)
+
+    result = runner.invoke(args=["tokens", "revoke", "--user", "Alice"])
+
+    assert result.exit_code == 0, result.output
+    assert "2 tokens revoked of alice" in result.output
+    assert [client.get("/api/", headers=bearer(t)).status_code for t in stolen] == [401, 401]
+    assert client.get("/api/", headers=bearer(kept)).status_code == 200
+
+
+@pytest.mark.parametrize("args", [[], ["1", "--user", "alice"]])
+def test_cli_revoke_needs_ids_or_a_user(runner, alice, args):
+    """Attack (on operations): an ambiguous command, which must revoke nothing."""
+    result = runner.invoke(args=["tokens", "revoke", *args])
+
+    assert result.exit_code == 2
+    assert "give token ids or --user" in result.output

@@ -52,7 +52,7 @@ def test_create_token_returns_its_secret_and_expiry(client, alice, path):
 
     assert response.status_code == 201
     body = response.json
-    assert set(body) == {"id", "name", "token", "created_at", "expires_at"}
+    assert set(body) == {"id", "name", "username", "token", "created_at", "expires_at"}
     assert body["name"] == "backup script"
     assert body["token"].startswith("ims_") and len(body["token"]) > 40
     assert ISO_UTC.match(body["created_at"]) and ISO_UTC.match(body["expires_at"])
@@ -230,7 +230,7 @@ def test_list_tokens_never_shows_a_secret(client, alice):
     assert response.status_code == 200
     assert response.json["count"] == 1
     assert response.json["results"] == [
-        {key: created[key] for key in ("id", "name", "created_at", "expires_at")}
+        {key: created[key] for key in ("id", "name", "username", "created_at", "expires_at")}
     ]
     assert created["token"] not in response.get_data(as_text=True)
 
