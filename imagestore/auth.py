@@ -1,7 +1,8 @@
 """Authentication: HTTP Basic (with a short per-process memory of verified passwords) or Bearer.
 
 Views use `auth`, which accepts either: `Authorization: Basic ...` or `Authorization: Bearer ...`
-with a token from `POST /api/tokens/`.
+with a token from `POST /api/tokens/`. Basic logins that must check a password are throttled
+after failures (throttle.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import OrderedDict
 from functools import cached_property
 from typing import Any
 
-from flask import Flask, Request, Response, current_app
+from flask import Flask, Request, Response, current_app, request
 from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
 from sqlalchemy import select
 from werkzeug.exceptions import Forbidden, Unauthorized
@@ -24,6 +25,7 @@ from .driver import fetch_one
 from .errors import problem_response
 from .extensions import db
 from .models import CurrentUser, Token, User, utcnow
+from .throttle import LoginThrottle, init_throttle
 
 
 class BearerAuth(HTTPTokenAuth):
@@ -46,7 +48,9 @@ USER_BY_ID = "SELECT id, username, password_hash, is_active, is_admin FROM users
 class CredentialCache:
     """Remembers which username and password pairs were verified, for a short while.
 
-    Entries are keyed by an HMAC of the pair under the secret key, so no password is kept.
+    Entries are keyed by an HMAC of the pair and the client address under the secret key, so no
+    password is kept, and a pair verified for one address is checked again from another: a
+    guesser whose address is throttled learns nothing from another client's remembered login.
     Each hit still loads the user row: a changed password hash or a deactivation (by any
     worker or host) makes the entry useless at once.
     """
@@ -58,8 +62,8 @@ class CredentialCache:
         self.entries: OrderedDict[bytes, tuple[int, str, float]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def key(self, username: str, password: str) -> bytes:
-        message = f"{username}\0{password}".encode()
+    def key(self, username: str, password: str, address: str | None) -> bytes:
+        message = f"{username}\0{password}\0{address}".encode()
         return hmac.new(self.secret, message, hashlib.sha256).digest()
 
     def get(self, key: bytes) -> tuple[int, str] | None:
@@ -106,31 +110,41 @@ def hash_password(password: str) -> str:
 
 
 def init_auth(app: Flask) -> None:
-    """Set up the password hashing and the verified-credentials cache of an app."""
+    """Set up the password hashing, the verified-credentials cache and the login throttle."""
     app.extensions["imagestore.passwords"] = Passwords(app.config["PASSWORD_HASH_METHOD"])
     app.extensions["imagestore.credentials"] = CredentialCache(
         app.config["SECRET_KEY"], app.config["AUTH_CACHE_SECONDS"], app.config["AUTH_CACHE_SIZE"]
     )
+    init_throttle(app)
 
 
 @basic_auth.verify_password
 def verify_password(username: str, password: str) -> CurrentUser | None:
-    """Return the active user these credentials belong to, or None."""
+    """Return the active user these credentials belong to, or None.
+
+    A pair remembered as verified is accepted without asking the throttle; any other login is
+    first checked against it (429 while locked), and a failure is counted.
+    """
     if not username:
         return None
+    address = request.remote_addr
     cache: CredentialCache = current_app.extensions["imagestore.credentials"]
-    key = cache.key(username, password)
+    key = cache.key(username, password, address)
     remembered = cache.get(key)
     if remembered is not None:
         user = load_user(remembered[0])
         if user is not None and user.is_active and user.password_hash == remembered[1]:
             return user
+    throttle: LoginThrottle = current_app.extensions["imagestore.throttle"]
+    throttle.check(username, address)
     user = db.session.scalar(User.named(username))
     passwords: Passwords = current_app.extensions["imagestore.passwords"]
     if user is None:
         check_password_hash(passwords.decoy, password)
+        throttle.failed(username, address)
         return None
     if not check_password_hash(user.password_hash, password) or not user.is_active:
+        throttle.failed(username, address)
         return None
     current = CurrentUser.of(user)
     cache.put(key, current)

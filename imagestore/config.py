@@ -55,3 +55,20 @@ MAX_DECODED_MB = 160
 # Most memory, in MB, that decoding the files of one upload may take, added up; larger uploads
 # get 400 before any is decoded. It bounds how long one request decodes (about 1.5 s a GB).
 MAX_REQUEST_DECODED_MB = 2048
+# Failed Basic logins (wrong password, unknown or deactivated user) are counted per username and
+# per client address; past the free failures each one locks both, 1, 2, 4... times
+# LOGIN_LOCK_SECONDS up to LOGIN_MAX_LOCK_SECONDS, answering 429 with Retry-After meanwhile.
+# Where the counts live: empty keeps them in each worker's memory; redis://host:6379/0 shares
+# them between every worker and host.
+RATELIMIT_STORAGE_URL = ""
+# Prefix of the throttle's keys in that storage (deployments may share one Redis).
+RATELIMIT_KEY_PREFIX = "imagestore"
+# Failures allowed before the back-off starts, per username and per client address.
+LOGIN_FREE_FAILURES_PER_USER = 5
+LOGIN_FREE_FAILURES_PER_ADDRESS = 20
+# Seconds a series of failures is counted, from its first failure; then it is forgotten. At
+# least LOGIN_MAX_LOCK_SECONDS.
+LOGIN_FAILURE_WINDOW_SECONDS = 3600
+# The first lock, in seconds, and the longest.
+LOGIN_LOCK_SECONDS = 1
+LOGIN_MAX_LOCK_SECONDS = 900

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from conftest import PASSWORD, POSTGRES_URL, admin_connection, migrate_database, settings
 from sqlalchemy.engine import make_url
@@ -96,19 +97,22 @@ def add_users(database_url: str, tmp_path: Path) -> None:
         db.engine.dispose()
 
 
-def environment(database_url: str, tmp_path: Path) -> dict[str, str]:
-    """Return the environment that gives gunicorn's app the test settings."""
+def environment(
+    database_url: str, tmp_path: Path, overrides: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Return the environment that gives gunicorn's app the test settings (with overrides)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGESTORE_")}
     env["IMAGESTORE_INSTANCE_PATH"] = str(tmp_path / "instance")
-    for name, value in settings(database_url, tmp_path).items():
+    for name, value in (settings(database_url, tmp_path) | (overrides or {})).items():
         if name != "TESTING":
             env[f"IMAGESTORE_{name}"] = value if isinstance(value, str) else json.dumps(value)
     return env
 
 
 @contextmanager
-def serve(tmp_path: Path) -> Iterator[LiveServer]:
-    """Run gunicorn on 127.0.0.1 with a fresh database holding a user and an admin."""
+def serve(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Iterator[LiveServer]:
+    """Run gunicorn on 127.0.0.1 with a fresh database holding a user and an admin, with some
+    settings changed."""
     with own_database(tmp_path) as database_url:
         add_users(database_url, tmp_path)
         port = free_port()
@@ -132,7 +136,7 @@ def serve(tmp_path: Path) -> Iterator[LiveServer]:
             process = subprocess.Popen(
                 command,
                 cwd=PROJECT,
-                env=environment(database_url, tmp_path),
+                env=environment(database_url, tmp_path, overrides),
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

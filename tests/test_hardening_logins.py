@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import POSTGRES_URL, admin_connection
+import redis
+from conftest import PASSWORD, POSTGRES_URL, admin_connection, missing_service
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import make_url
+from werkzeug.security import check_password_hash
 
+from imagestore import auth as auth_module
+from imagestore.auth import hash_password
 from imagestore.extensions import db
 from imagestore.models import User
 
@@ -344,3 +349,389 @@ def test_cli_revoke_needs_ids_or_a_user(runner, alice, args):
 
     assert result.exit_code == 2
     assert "give token ids or --user" in result.output
+
+
+# Password guessing: failed Basic logins are throttled per username and per address
+
+ATTACKER = {"REMOTE_ADDR": "198.51.100.66"}
+OWNER = {"REMOTE_ADDR": "203.0.113.7"}
+# Throttle settings that no test waits out by accident: a lock lasts a minute at least.
+SLOW = {"LOGIN_LOCK_SECONDS": 60, "LOGIN_MAX_LOCK_SECONDS": 900}
+
+
+@pytest.fixture
+def hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every password hash that logins check (the costly step the throttle must skip)."""
+    checked: list[str] = []
+
+    def counting(stored: str, password: str) -> bool:
+        checked.append(stored)
+        return check_password_hash(stored, password)
+
+    monkeypatch.setattr(auth_module, "check_password_hash", counting)
+    return checked
+
+
+@pytest.fixture
+def throttled(make_app: Callable[..., Flask]) -> Callable[..., tuple[Flask, FlaskClient]]:
+    """Return a builder of an app (and client) with throttle settings changed, with alice."""
+
+    def throttled(**overrides: Any) -> tuple[Flask, FlaskClient]:
+        app = make_app(**(SLOW | overrides))
+        add_user(app, "alice")
+        return app, app.test_client()
+
+    return throttled
+
+
+def add_user(app: Flask, name: str, admin: bool = False) -> None:
+    """Store a user with the test password, unless one of that name exists."""
+    with app.app_context():
+        if db.session.scalar(User.named(name)) is None:
+            user = User(username=name, password_hash=hash_password(PASSWORD), is_admin=admin)
+            db.session.add(user)
+            db.session.commit()
+
+
+def login(client: FlaskClient, username: str, password: str, address: dict[str, str]) -> Any:
+    """Send one Basic login from a client address and return the response."""
+    return client.get("/api/", auth=(username, password), environ_base=address)
+
+
+def assert_throttled(response: Any, most: int) -> int:
+    """Check a 429 problem with Retry-After (whole seconds, at most `most`); return it."""
+    assert response.status_code == 429, response.json
+    assert response.content_type == "application/problem+json"
+    retry_after = int(response.headers["Retry-After"])
+    assert 1 <= retry_after <= most
+    assert f"Retry in {retry_after} seconds" in response.json["detail"]
+    return retry_after
+
+
+def test_guessing_a_password_is_throttled_and_stays_throttled(throttled, hashes):
+    """Attack: guess alice's password from one address as fast as the server answers."""
+    app, client = throttled()
+    statuses = [login(client, "alice", f"guess {n}", ATTACKER).status_code for n in range(6)]
+    checked = len(hashes)
+
+    refused = [login(client, "alice", f"guess {n}", ATTACKER) for n in range(6, 30)]
+    right_one = login(client, "alice", PASSWORD, ATTACKER)
+
+    assert statuses == [401] * 6
+    for response in [*refused, right_one]:
+        assert_throttled(response, 60)
+    assert len(hashes) == checked  # no password was hashed for a refused login
+
+
+def test_the_owner_logs_in_from_another_address_while_guessers_are_throttled(throttled):
+    """Attack: lock alice out of her account by guessing her password wrong on purpose."""
+    app, client = throttled()
+    for n in range(7):
+        login(client, "alice", f"guess {n}", ATTACKER)
+
+    response = login(client, "alice", PASSWORD, OWNER)
+
+    assert response.status_code == 200
+    assert_throttled(login(client, "alice", "guess", ATTACKER), 60)
+
+
+def test_a_wrong_password_from_a_fresh_address_counts_while_the_username_is_locked(throttled):
+    """Attack: spread guesses of a locked username over many addresses, one each."""
+    app, client = throttled()
+    for n in range(7):
+        login(client, "alice", f"guess {n}", ATTACKER)
+    fresh = {"REMOTE_ADDR": "192.0.2.99"}
+
+    first = login(client, "alice", "another guess", fresh)
+    second = login(client, "alice", PASSWORD, fresh)
+
+    assert first.status_code == 401
+    assert assert_throttled(second, 900) > 60  # the new failure doubled the lock
+
+
+def test_a_success_does_not_unlock_the_username(throttled):
+    """Attack: wait for the owner to log in, hoping that resets the lock on the username."""
+    app, client = throttled()
+    for n in range(7):
+        login(client, "alice", f"guess {n}", ATTACKER)
+
+    assert login(client, "alice", PASSWORD, OWNER).status_code == 200
+
+    assert_throttled(login(client, "alice", "guess", ATTACKER), 60)
+
+
+def test_guessing_many_usernames_from_one_address_is_throttled(throttled, hashes):
+    """Attack: spray one common password over many usernames from one address."""
+    app, client = throttled()
+    add_user(app, "bob")
+    statuses = [login(client, f"user{n}", "123456", ATTACKER).status_code for n in range(21)]
+    checked = len(hashes)
+
+    sprayed = [login(client, f"other{n}", "123456", ATTACKER) for n in range(10)]
+    bob = login(client, "bob", PASSWORD, ATTACKER)
+
+    assert statuses == [401] * 21
+    for response in [*sprayed, bob]:
+        assert_throttled(response, 60)
+    assert len(hashes) == checked
+    assert login(client, "bob", PASSWORD, OWNER).status_code == 200
+
+
+def test_each_further_failure_doubles_the_lock_until_waited_out(throttled):
+    """Attack: retry right after each lock ends; each new failure must lock twice as long."""
+    app, client = throttled(LOGIN_FREE_FAILURES_PER_USER=1, LOGIN_LOCK_SECONDS=1)
+    login(client, "alice", "guess 1", ATTACKER)
+    login(client, "alice", "guess 2", ATTACKER)
+    first = assert_throttled(login(client, "alice", "guess 3", ATTACKER), 1)
+
+    time.sleep(first + 0.1)
+    checked = login(client, "alice", "guess 3", ATTACKER)
+    second = assert_throttled(login(client, "alice", "guess 4", ATTACKER), 2)
+
+    assert (first, checked.status_code, second) == (1, 401, 2)
+
+
+def test_the_owner_logs_in_again_once_the_lock_is_waited_out(throttled):
+    """Attack: a lock meant to last forever; waiting it out must let the right password in."""
+    app, client = throttled(LOGIN_FREE_FAILURES_PER_USER=1, LOGIN_LOCK_SECONDS=1)
+    login(client, "alice", "guess 1", OWNER)
+    login(client, "alice", "guess 2", OWNER)
+    wait = assert_throttled(login(client, "alice", PASSWORD, OWNER), 1)
+
+    time.sleep(wait + 0.1)
+
+    assert login(client, "alice", PASSWORD, OWNER).status_code == 200
+
+
+def test_failures_are_forgotten_after_the_window(throttled):
+    """Attack (on usability): old failures must not lock an account forever."""
+    app, client = throttled(
+        LOGIN_FREE_FAILURES_PER_USER=1,
+        LOGIN_LOCK_SECONDS=1,
+        LOGIN_MAX_LOCK_SECONDS=1,
+        LOGIN_FAILURE_WINDOW_SECONDS=1,
+    )
+    login(client, "alice", "guess 1", ATTACKER)
+    login(client, "alice", "guess 2", ATTACKER)
+
+    time.sleep(1.2)
+    statuses = [login(client, "alice", f"again {n}", ATTACKER).status_code for n in range(2)]
+
+    assert statuses == [401, 401]  # one free failure again, so the second one is checked too
+
+
+def test_a_remembered_login_works_while_its_address_is_throttled(throttled, hashes):
+    """Attack: spray usernames from an office's shared address; alice behind it keeps working
+    on her remembered (already verified) login, and a new login from there waits."""
+    app, client = throttled()
+    add_user(app, "bob")
+    assert login(client, "alice", PASSWORD, ATTACKER).status_code == 200
+    for n in range(22):
+        login(client, f"user{n}", "123456", ATTACKER)
+    checked = len(hashes)
+
+    remembered = login(client, "alice", PASSWORD, ATTACKER)
+    new = login(client, "bob", PASSWORD, ATTACKER)
+
+    assert remembered.status_code == 200
+    assert_throttled(new, 60)
+    assert len(hashes) == checked
+
+
+def test_a_login_remembered_for_one_address_is_checked_again_from_another(throttled):
+    """Attack: from a throttled address, guess alice's password while her own client's login is
+    remembered: a right guess must not be told apart from a wrong one."""
+    app, client = throttled()
+    assert login(client, "alice", PASSWORD, OWNER).status_code == 200
+    for n in range(22):
+        login(client, f"user{n}", "123456", ATTACKER)
+
+    assert_throttled(login(client, "alice", PASSWORD, ATTACKER), 60)
+
+
+def test_a_remembered_login_never_asks_the_throttle(throttled, monkeypatch):
+    """Attack (on speed): a busy client's logins must not wait on the throttle's storage."""
+    app, client = throttled()
+    assert login(client, "alice", PASSWORD, OWNER).status_code == 200
+    asked: list[str] = []
+    storage = app.extensions["imagestore.throttle"].storage
+    for name in ("get", "incr", "get_expiry"):
+        method = getattr(storage, name)
+        monkeypatch.setattr(storage, name, lambda *a, m=method, n=name: asked.append(n) or m(*a))
+
+    statuses = [login(client, "alice", PASSWORD, OWNER).status_code for _ in range(5)]
+
+    assert statuses == [200] * 5
+    assert asked == []
+
+
+def test_rotating_x_forwarded_for_does_not_dodge_the_address_lock(throttled):
+    """Attack: a new X-Forwarded-For on every guess, to look like a new address each time."""
+    app, client = throttled()
+    responses = [
+        client.get(
+            "/api/",
+            auth=(f"user{n}", "123456"),
+            headers={"X-Forwarded-For": f"192.0.2.{n}"},
+            environ_base=ATTACKER,
+        )
+        for n in range(25)
+    ]
+
+    assert [r.status_code for r in responses[:21]] == [401] * 21
+    for response in responses[21:]:
+        assert_throttled(response, 60)
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_throttled(throttled):
+    """Attack: guesses relayed by the front proxy; the client it names is throttled, not the
+    proxy (which carries every other client too)."""
+    app, client = throttled(PROXY_HOPS=1)
+    proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    for n in range(22):
+        client.get(
+            "/api/",
+            auth=(f"user{n}", "123456"),
+            headers={"X-Forwarded-For": ATTACKER["REMOTE_ADDR"]},
+            environ_base=proxy,
+        )
+
+    guess = client.get(
+        "/api/",
+        auth=("user", "123456"),
+        headers={"X-Forwarded-For": ATTACKER["REMOTE_ADDR"]},
+        environ_base=proxy,
+    )
+    owner = client.get(
+        "/api/",
+        auth=("alice", PASSWORD),
+        headers={"X-Forwarded-For": OWNER["REMOTE_ADDR"]},
+        environ_base=proxy,
+    )
+
+    assert_throttled(guess, 60)
+    assert owner.status_code == 200
+
+
+def test_addresses_of_one_ipv6_slash_64_are_throttled_together(throttled):
+    """Attack: a new IPv6 address for every guess, from the /64 that one client holds."""
+    app, client = throttled()
+    for n in range(21):
+        login(client, f"user{n}", "123456", {"REMOTE_ADDR": f"2001:db8:1:2::{n + 1:x}"})
+
+    same_64 = login(client, "user", "123456", {"REMOTE_ADDR": "2001:db8:1:2:ffff::1"})
+    other_64 = login(client, "alice", PASSWORD, {"REMOTE_ADDR": "2001:db8:1:3::1"})
+
+    assert_throttled(same_64, 60)
+    assert other_64.status_code == 200
+
+
+def test_throttled_logins_are_tracked(throttled):
+    """Attack: guesses that a throttle answers must still leave their audit rows."""
+    app, client = throttled()
+    add_user(app, "root", admin=True)
+    for n in range(8):
+        login(client, "alice", f"guess {n}", ATTACKER)
+
+    response = client.get(
+        "/api/trackings/",
+        query_string={"status_code": 429},
+        auth=("root", PASSWORD),
+        environ_base=OWNER,
+    )
+
+    assert response.status_code == 200
+    assert response.json["count"] == 2
+    row = response.json["results"][0]
+    assert (row["username"], row["remote_addr"]) == ("alice", ATTACKER["REMOTE_ADDR"])
+    assert row["response"]["status"] == 429
+
+
+def test_the_openapi_document_names_429_with_retry_after(client):
+    """Attack (on clients): a 429 that the API's contract does not mention."""
+    document = client.get("/api/openapi.json").json
+
+    listed = document["paths"]["/api/images/"]["get"]["responses"]["429"]
+    public = document["paths"]["/api/openapi.json"]["get"]["responses"]
+
+    assert "Retry-After" in listed["headers"]
+    assert "429" not in public
+
+
+def test_an_unreachable_shared_storage_still_throttles_and_never_fails(throttled):
+    """Attack: guesses while the shared storage is down (here: nothing listens on its port)."""
+    app, client = throttled(RATELIMIT_STORAGE_URL="redis://127.0.0.1:9/0")
+
+    owner = login(client, "alice", PASSWORD, OWNER)
+    statuses = [login(client, "alice", f"guess {n}", ATTACKER).status_code for n in range(6)]
+
+    assert owner.status_code == 200
+    assert statuses == [401] * 6
+    assert_throttled(login(client, "alice", "guess", ATTACKER), 60)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"LOGIN_LOCK_SECONDS": 0},
+        {"LOGIN_FREE_FAILURES_PER_USER": "5"},
+        {"LOGIN_FAILURE_WINDOW_SECONDS": 60, "LOGIN_MAX_LOCK_SECONDS": 900},
+    ],
+)
+def test_throttle_settings_that_would_not_throttle_are_refused(make_app, setting):
+    """Attack (on operations): a setting that silently turns the back-off off or lifts locks
+    before they end."""
+    with pytest.raises(ValueError, match="LOGIN_"):
+        make_app(**setting)
+
+
+# The throttle's counts shared by two hosts through Redis
+
+
+@pytest.fixture
+def redis_settings() -> Iterator[Callable[[], dict[str, str]]]:
+    """Return a maker of settings that keep the throttle's counts in this machine's Redis, each
+    under a key prefix of its own; skip (fail in CI) without Redis, remove the keys afterwards."""
+    url = "redis://127.0.0.1:6379/0"
+    server = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        server.ping()
+    except redis.RedisError:
+        missing_service("Redis does not answer on 127.0.0.1:6379")
+    prefixes: list[str] = []
+
+    def redis_settings() -> dict[str, str]:
+        prefixes.append(f"test-{uuid.uuid4().hex}")
+        return {"RATELIMIT_STORAGE_URL": url, "RATELIMIT_KEY_PREFIX": prefixes[-1]}
+
+    yield redis_settings
+    for prefix in prefixes:
+        keys = list(server.scan_iter(match=f"*{prefix}/*"))
+        if keys:
+            server.delete(*keys)
+
+
+def test_two_hosts_share_the_throttle_through_redis(make_app, redis_settings):
+    """Attack: spread guesses over two hosts behind a load balancer, to get twice the tries."""
+    shared = redis_settings()
+    first, second = make_app(**SLOW, **shared), make_app(**SLOW, **shared)
+    add_user(first, "alice")
+    host_a, host_b = first.test_client(), second.test_client()
+
+    for n in range(6):
+        assert login((host_a, host_b)[n % 2], "alice", f"guess {n}", ATTACKER).status_code == 401
+
+    assert_throttled(login(host_a, "alice", "guess", ATTACKER), 60)
+    assert_throttled(login(host_b, "alice", "guess", ATTACKER), 60)
+    assert login(host_b, "alice", PASSWORD, OWNER).status_code == 200
+
+
+def test_hosts_with_other_key_prefixes_keep_their_own_counts(make_app, redis_settings):
+    """Attack (on availability): guesses against one deployment must not lock another that
+    shares the Redis server."""
+    one, other = make_app(**SLOW, **redis_settings()), make_app(**SLOW, **redis_settings())
+    add_user(one, "alice")
+    for n in range(7):
+        login(one.test_client(), "alice", f"guess {n}", ATTACKER)
+
+    assert login(other.test_client(), "alice", "guess", ATTACKER).status_code == 401

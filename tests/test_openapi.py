@@ -131,7 +131,7 @@ def test_doc_describes_a_route_from_its_schemas(app: Flask) -> None:
     assert described["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/TagPage"
     }
-    assert set(described["responses"]) == {"200", "400", "401", "404"}
+    assert set(described["responses"]) == {"200", "400", "401", "404", "429"}
 
 
 def test_document_is_public_and_not_tracked(app: Flask, client: FlaskClient) -> None:

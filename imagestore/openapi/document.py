@@ -26,6 +26,10 @@ BINARY = {"type": "string", "format": "binary"}
 BODY_LOCATIONS = ("json", "form", "files", "json_or_form")
 BLUEPRINT_PREFIX = re.compile(r'^Blueprint "\w+": ')  # how blueprint modules start their docstring
 ROUTE_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+RETRY_AFTER = {
+    "description": "Whole seconds until a Basic login from this client is checked again.",
+    "schema": {"type": "integer", "minimum": 1},
+}
 
 
 def api_rules(app: Flask) -> Iterator[tuple[Rule, str]]:
@@ -227,7 +231,7 @@ class DocumentBuilder:
             }
         codes = {400, *described.errors}
         if not described.public:
-            codes.add(401)
+            codes |= {401, 429}  # 429: a Basic login throttled after failed ones (throttle.py)
         if described.page or ROUTE_VARIABLE.search(rule.rule):
             codes.add(404)
         if has_body:
@@ -240,6 +244,8 @@ class DocumentBuilder:
                 "description": HTTP_STATUS_CODES[code],
                 "content": {PROBLEM_JSON: {"schema": self.problem}},
             }
+        if 429 in codes:
+            responses["429"]["headers"] = {"Retry-After": RETRY_AFTER}
         return responses
 
     def page_schema(self, row: dict[str, Any]) -> dict[str, Any]:
