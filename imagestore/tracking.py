@@ -18,7 +18,7 @@ from .auth import auth, auth_method
 from .driver import fetch_one
 from .extensions import db
 from .logs import request_id
-from .models import Tracking, utcnow
+from .models import Tracking, fold_name, utcnow
 from .openapi import doc
 from .pagination import keyset_page, paginate
 from .schemas import TrackingFilters, tracking_schema, use_args
@@ -82,8 +82,8 @@ CLEANED_BODY_CACHE_LIMIT = 4096
 # costs a worker time, and only TRACKING_BODY_LIMIT bytes of it are kept.
 PARSE_LIMIT = 64 * 1024
 # Lengths of the row's short text columns.
-USERNAME_LIMIT, METHOD_LIMIT, ENDPOINT_LIMIT, ADDRESS_LIMIT = 150, 16, 1024, 64
-USERNAME_OF = "SELECT username FROM users WHERE username = ?"
+METHOD_LIMIT, ENDPOINT_LIMIT, ADDRESS_LIMIT = 16, 1024, 64
+USERNAME_OF = "SELECT username FROM users WHERE username_folded = ?"
 
 
 @bp.get("/")
@@ -274,10 +274,10 @@ def stored_response(response: Response, limit: int) -> tuple[Any, bool]:
 
 
 def stored_username(req: Request) -> str | None:
-    """Return who the request is from: the user, or the name a failed Basic login gave.
+    """Return who the request is from: the user, or the user a failed Basic login named.
 
-    A given name that is no user's is not kept: it may be a password or a token typed in the
-    wrong field.
+    A failed login is recorded under the user's own name, however its case was typed; a name
+    that is no user's is not kept: it may be a password or a token typed in the wrong field.
     """
     user = auth.current_user()
     if user is not None:
@@ -285,7 +285,7 @@ def stored_username(req: Request) -> str | None:
     attempted = req.authorization.username if req.authorization else None
     if not attempted:
         return None
-    row = fetch_one(db.engine, USERNAME_OF, (attempted[:USERNAME_LIMIT],))
+    row = fetch_one(db.engine, USERNAME_OF, (fold_name(attempted),))
     return row[0] if row is not None else REDACTED
 
 

@@ -324,9 +324,10 @@ def test_a_token_given_as_a_basic_user_name_is_never_stored(client, alice, admin
     assert token not in json.dumps(rows(client, admin))
 
 
-def test_the_name_of_a_real_user_is_kept_on_a_failed_login(client, alice, admin):
-    """A wrong password for alice: the log says alice was the target."""
-    client.get("/api/tags/", auth=("alice", "wrong"))
+@pytest.mark.parametrize("given", ["alice", "ALICE"])
+def test_the_name_of_a_real_user_is_kept_on_a_failed_login(client, alice, admin, given):
+    """A wrong password for alice, her name typed in any case: the log says alice was the target."""
+    client.get("/api/tags/", auth=(given, "wrong"))
 
     [row] = rows(client, admin, endpoint="/api/tags/")
     assert (row["user"], row["username"]) == (None, "alice")
