@@ -122,20 +122,21 @@ def init_auth(app: Flask) -> None:
 def verify_password(username: str, password: str) -> CurrentUser | None:
     """Return the active user these credentials belong to, or None.
 
-    A pair remembered as verified is accepted without asking the throttle; any other login is
-    first checked against it (429 while locked), and a failure is counted.
+    A pair remembered as verified is accepted without asking the throttle's storage, unless
+    this worker saw its address locked; any other login is first checked against the throttle
+    (429 while locked), and a failure is counted.
     """
     if not username:
         return None
     address = request.remote_addr
     cache: CredentialCache = current_app.extensions["imagestore.credentials"]
+    throttle: LoginThrottle = current_app.extensions["imagestore.throttle"]
     key = cache.key(username, password, address)
     remembered = cache.get(key)
-    if remembered is not None:
+    if remembered is not None and not throttle.seen_locked(address):
         user = load_user(remembered[0])
         if user is not None and user.is_active and user.password_hash == remembered[1]:
             return user
-    throttle: LoginThrottle = current_app.extensions["imagestore.throttle"]
     throttle.check(username, address)
     user = db.session.scalar(User.named(username))
     passwords: Passwords = current_app.extensions["imagestore.passwords"]

@@ -13,7 +13,8 @@ every request (about 45 microseconds each), where a remembered login must cost n
 While an address is locked, logins from it are refused unchecked. While a username is locked,
 logins for it are refused unchecked from addresses that failed recently; an address with no
 recorded failure still gets its password checked, so the owner keeps logging in from elsewhere.
-Only logins that the credential cache does not already know get here (see auth.py).
+Only logins that the credential cache does not already know get here (see auth.py), and those
+it knows from an address that this process saw locked.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ STORAGE_TIMEOUT_SECONDS = 1
 OUTAGE_LOG_SECONDS = 60
 # One IPv6 client usually holds a whole /64: its addresses count as one.
 IPV6_CLIENT_PREFIX = 64
+# Locked addresses a process remembers having seen, at most.
+SEEN_LOCKS_MAX = 4096
 
 
 class LoginThrottle:
@@ -66,6 +69,8 @@ class LoginThrottle:
         self.first_lock = settings["LOGIN_LOCK_SECONDS"]
         self.max_lock = settings["LOGIN_MAX_LOCK_SECONDS"]
         self.outage_logged = -math.inf
+        # Address keys this process saw locked, and until when (monotonic clock).
+        self.seen_locks: dict[str, float] = {}
 
     def user_key(self, username: str) -> str:
         """Return the key of a username's failures: names that fold alike share it."""
@@ -89,6 +94,24 @@ class LoginThrottle:
         digest = hashlib.sha256(client.encode(errors="replace")).hexdigest()
         return f"{self.prefix}/login-failures/address/{digest[:32]}"
 
+    def seen_locked(self, address: str | None) -> bool:
+        """Tell, without asking the storage, whether this process saw the address locked.
+
+        A remembered login from such an address is checked like any other (and refused):
+        otherwise a guesser behind the owner's address (one NAT) would have the owner's
+        remembered password accepted from memory, while its wrong guesses get 429.
+        """
+        if not self.seen_locks:
+            return False  # the usual case, as cheap as can be
+        until = self.seen_locks.get(self.address_key(address))
+        return until is not None and until > time.monotonic()
+
+    def note_lock(self, address_key: str, seconds: float) -> None:
+        """Remember that an address is locked for this many more seconds."""
+        if len(self.seen_locks) >= SEEN_LOCKS_MAX:
+            self.seen_locks.clear()
+        self.seen_locks[address_key] = time.monotonic() + seconds
+
     def check(self, username: str, address: str | None) -> None:
         """Raise 429 when this login must not be checked now: its address, or its username
         asked from an address that failed recently, is locked."""
@@ -97,6 +120,7 @@ class LoginThrottle:
         if address_failures > self.free_per_address:
             wait = self.lock_left(address_key, address_failures)
             if wait:
+                self.note_lock(address_key, wait)
                 refuse(wait, "from this address")
         if address_failures:
             user_key = self.user_key(username)
@@ -109,8 +133,9 @@ class LoginThrottle:
     def failed(self, username: str, address: str | None) -> None:
         """Count a failed login against its username and its address; lock what is past its
         free failures."""
+        address_key = self.address_key(address)
         for key, free in (
-            (self.address_key(address), self.free_per_address),
+            (address_key, self.free_per_address),
             (self.user_key(username), self.free_per_user),
         ):
             failures = self.call(lambda storage, key=key: storage.incr(key, self.window))
@@ -118,6 +143,8 @@ class LoginThrottle:
                 seconds = self.lock_seconds(failures - free)
                 lock = f"{key}/lock/{failures}"
                 self.call(lambda storage, lock=lock, seconds=seconds: storage.incr(lock, seconds))
+                if key == address_key:
+                    self.note_lock(key, seconds)
 
     def lock_seconds(self, past_free: int) -> int:
         """Return how long the nth failure past the free ones locks: 1, 2, 4... times the first

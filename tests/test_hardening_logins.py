@@ -520,22 +520,36 @@ def test_failures_are_forgotten_after_the_window(throttled):
     assert statuses == [401, 401]  # one free failure again, so the second one is checked too
 
 
-def test_a_remembered_login_works_while_its_address_is_throttled(throttled, hashes):
-    """Attack: spray usernames from an office's shared address; alice behind it keeps working
-    on her remembered (already verified) login, and a new login from there waits."""
+def test_a_remembered_login_is_no_oracle_once_its_address_is_locked(throttled, hashes):
+    """Attack: behind alice's own address (one NAT), spray usernames until the address is
+    locked, then guess alice's password while her login is remembered: the right guess must
+    get the same 429 as a wrong one, unhashed."""
     app, client = throttled()
-    add_user(app, "bob")
     assert login(client, "alice", PASSWORD, ATTACKER).status_code == 200
     for n in range(22):
         login(client, f"user{n}", "123456", ATTACKER)
     checked = len(hashes)
 
-    remembered = login(client, "alice", PASSWORD, ATTACKER)
-    new = login(client, "bob", PASSWORD, ATTACKER)
+    right = login(client, "alice", PASSWORD, ATTACKER)
+    wrong = login(client, "alice", "guess", ATTACKER)
 
-    assert remembered.status_code == 200
-    assert_throttled(new, 60)
+    assert_throttled(right, 60)
+    assert_throttled(wrong, 60)
     assert len(hashes) == checked
+
+
+def test_a_remembered_login_works_again_once_the_address_lock_is_waited_out(throttled):
+    """Attack, then patience: once the address lock has passed, alice's remembered login
+    works again without asking the throttle."""
+    app, client = throttled(LOGIN_LOCK_SECONDS=1, LOGIN_MAX_LOCK_SECONDS=1)
+    assert login(client, "alice", PASSWORD, ATTACKER).status_code == 200
+    for n in range(21):
+        login(client, f"user{n}", "123456", ATTACKER)
+    assert_throttled(login(client, "alice", PASSWORD, ATTACKER), 1)
+
+    time.sleep(1.1)
+
+    assert login(client, "alice", PASSWORD, ATTACKER).status_code == 200
 
 
 def test_a_login_remembered_for_one_address_is_checked_again_from_another(throttled):
