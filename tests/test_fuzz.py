@@ -1,7 +1,8 @@
 """Schemathesis against the app served by gunicorn: the OpenAPI document is the contract.
 
 Every check runs except `positive_data_acceptance`, which flags rules a schema cannot state
-(an uploaded file must be a real image, a tag must exist). No response may be a 5xx; every
+(an uploaded file must be a real image, a tag must exist), and `use_after_free`, which takes a
+tag renamed onto a deleted tag's name for the deleted tag. No response may be a 5xx; every
 status code, content type, header and body must match the document (problem+json bodies carry
 `detail`); data that breaks the document must be refused; authentication must be enforced.
 """
@@ -57,7 +58,10 @@ def schemathesis(server: LiveServer, credentials: tuple[str, str], folder: Path)
         "--checks",
         "all",
         "--exclude-checks",
-        "positive_data_acceptance",
+        # Tags are addressed by name: renaming or merging another tag onto a deleted tag's name
+        # gives its URL a tag again, which `use_after_free` reads as the deleted tag still being
+        # served (per-operation check settings do not reach the stateful phase).
+        "positive_data_acceptance,use_after_free",
         "--auth",
         ":".join(credentials),
         "--max-examples",
