@@ -214,6 +214,8 @@ def derive_settings(app: Flask) -> None:
         config["SECRET_KEY"] = instance_secret(app.instance_path)
     if not config["MEDIA_FOLDER"]:
         config["MEDIA_FOLDER"] = os.path.join(app.instance_path, "media")
+    if not config["TRACKING_SPOOL_FOLDER"]:
+        config["TRACKING_SPOOL_FOLDER"] = os.path.join(app.instance_path, "tracking-spool")
     config["MAX_CONTENT_LENGTH"] = int(float(config["MAX_UPLOAD_MB"]) * 1024 * 1024)
     for name in ("MAX_DECODED_MB", "MAX_REQUEST_DECODED_MB"):
         number_setting(config, name, 1, 1024 * 1024)

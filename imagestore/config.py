@@ -32,10 +32,13 @@ MEDIA_FOLDER = ""
 TRACKING_BODY_LIMIT = 4096
 # Record a tracking row for every API call (turned off only to measure its cost).
 TRACKING_ENABLED = True
-# False: each request commits its tracking row before its response is sent, so no answered
-# request lacks its row, even when a worker is killed. True: a background thread of each worker
-# writes the rows in batches up to half a second later (cheaper; a killed worker loses them).
-TRACKING_WRITE_BEHIND = False
+# True: a background thread of each worker writes the tracking rows in batches, up to half a
+# second after the response; a row is also kept in a spool file until then, so a killed worker
+# loses none. False: each request commits its row before its response is sent (costlier).
+TRACKING_WRITE_BEHIND = True
+# Folder of those spool files; empty means `tracking-spool/` in the instance folder. It must be
+# on the host itself (each host's workers write what its killed workers left).
+TRACKING_SPOOL_FOLDER = ""
 # Seconds a verified Basic-auth password is remembered by a worker, and how many are remembered.
 AUTH_CACHE_SECONDS = 60
 AUTH_CACHE_SIZE = 1024

@@ -1,12 +1,11 @@
 """Writing tracking rows: straight to the database driver, in batches from a background thread.
 
 A tracking row is written on every API call, so its cost is paid on every call. The rows go to
-the driver directly (SQLAlchemy's execute, begin and commit cost more than an insert). By
-default each request commits its own row before its response is sent, so no answered request
-lacks its row. With `TRACKING_WRITE_BEHIND` a worker's background thread writes the rows that
-queued up meanwhile in one transaction instead: SQLite and PostgreSQL then update each index
-page once per batch instead of once per row, and a worker killed with SIGKILL loses the rows
-it had queued.
+the driver directly (SQLAlchemy's execute, begin and commit cost more than an insert). With
+`TRACKING_WRITE_BEHIND` (the default) a worker's background thread writes the rows that queued
+up meanwhile in one transaction: SQLite and PostgreSQL then update each index page once per
+batch instead of once per row, and no request waits for a commit. Without it each request
+commits its own row before its response is sent.
 
 A row waits in the queue for at most half a second (`LINGER_SECONDS`), or until 500 rows are
 queued: every commit makes the other connections of a SQLite database drop their cached pages,
@@ -14,18 +13,25 @@ so fewer, larger batches keep reads fast. `flush()` waits for the queue (the tra
 it, so a process reads its own rows at once; other workers' rows show within the half second).
 Rows still queued when a worker exits are written by an `atexit` hook. When the queue is full,
 a request writes its row itself.
+
+No answered request loses its row when its worker is killed: before the response is sent, the
+row is also appended to the worker's spool file (`Spool`), which the kernel keeps whatever
+happens to the process; once the row is committed its file is removed. A file that a killed
+worker left is written by the next worker of the host that starts writing or reads the log.
 """
 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import functools
 import json
 import logging
 import os
 import threading
+import time
 from collections import deque
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, current_app
@@ -33,7 +39,7 @@ from sqlalchemy import JSON
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from .driver import driver_sql
+from .driver import driver_sql, fetch_one
 from .extensions import db
 from .models import Tracking, UTCDateTime
 
@@ -48,6 +54,7 @@ BATCH_SIZE = 500
 LINGER_SECONDS = 0.5
 QUEUE_LIMIT = 1_000  # rows of up to a few KB each: a bounded amount of memory
 FLUSH_SECONDS = 10.0
+SPOOL_SUFFIX = ".rows"
 
 
 # Columns whose values the driver does not take as they are.
@@ -137,11 +144,138 @@ def save_or_log(engine: Engine, rows: list[dict[str, Any]]) -> None:
         save_or_log(engine, [row])
 
 
+def spool_line(row: dict[str, Any]) -> bytes:
+    """Return a row as one line of JSON; its timestamps in ISO 8601, its JSON texts as they are.
+
+    A JSON text (a response body as it was sent) goes in as JSON, not escaped into a string:
+    this runs on every request. One with a line break (pretty-printed) goes in as a string.
+    """
+    raw = {
+        key: value
+        for key, value in row.items()
+        if isinstance(value, JSONText) and "\n" not in value
+    }
+    texts = [key for key, value in row.items() if isinstance(value, JSONText) and key not in raw]
+    values = {
+        key: value.isoformat() if key in TIME_COLUMNS else value
+        for key, value in row.items()
+        if key not in raw
+    }
+    embedded = ", ".join(f"{json.dumps(key)}: {value}" for key, value in raw.items())
+    head = json.dumps({"row": values, "json_text": texts}, default=str)
+    return f'{head[:-1]}, "raw": {{{embedded}}}}}\n'.encode()
+
+
+def spooled_row(line: bytes) -> dict[str, Any]:
+    """Return the row of a spool line; raise ValueError for a line that is not one."""
+    data = json.loads(line)
+    row = data["row"]
+    for key in data["json_text"]:
+        row[key] = JSONText(row[key])
+    for key, value in data["raw"].items():
+        row[key] = JSONText(json.dumps(value))
+    for key in TIME_COLUMNS:
+        row[key] = datetime.fromisoformat(row[key])
+    return row
+
+
+class Spool:
+    """The rows a process queued and has not committed yet, in files the kernel keeps.
+
+    A row is appended with one write before its response is sent: should the process be killed,
+    the file keeps it. Taking the queued rows, the writer seals the file and starts another; once
+    those rows are committed it removes the sealed one. The process holds a lock on each of its
+    files while it lives: a file that nobody holds was left by a killed process.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.current: tuple[int, str] | None = None
+
+    def new_file(self) -> tuple[int, str]:
+        """Create and lock a new spool file of this process; it is seen once it is locked."""
+        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        name = f"{os.getpid()}-{time.time_ns()}"
+        hidden = os.path.join(self.folder, f".{name}")
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = os.path.join(self.folder, f"{name}{SPOOL_SUFFIX}")
+        os.rename(hidden, path)
+        return fd, path
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Keep a queued row in the current file."""
+        if self.current is None:
+            self.current = self.new_file()
+        os.write(self.current[0], spool_line(row))
+
+    def seal(self) -> tuple[int, str] | None:
+        """Return the current file, whose rows the writer takes; the next row starts another."""
+        sealed, self.current = self.current, None
+        return sealed
+
+    @staticmethod
+    def remove(sealed: tuple[int, str] | None) -> None:
+        """Remove a sealed file once its rows are committed (or logged as lost)."""
+        if sealed is not None:
+            fd, path = sealed
+            os.remove(path)
+            os.close(fd)
+
+    def recover(self, engine: Engine) -> None:
+        """Write the rows of the files that killed processes left, each row once; remove them."""
+        try:
+            names = sorted(os.listdir(self.folder))
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not name.endswith(SPOOL_SUFFIX):
+                continue
+            path = os.path.join(self.folder, name)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # its process removed it meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # a live process (this one included) holds it
+                continue
+            try:
+                with os.fdopen(os.dup(fd), "rb") as file:
+                    rows = [row for line in file if (row := spool_row_or_none(line))]
+                new = [row for row in rows if not row_stored(engine, row)]
+                if new:
+                    save_or_log(engine, new)
+                    log.warning("wrote %d tracking rows left by a stopped worker", len(new))
+                os.remove(path)
+            finally:
+                os.close(fd)
+
+
+def spool_row_or_none(line: bytes) -> dict[str, Any] | None:
+    """Return the row of a spool line, or None for a line cut short by a killed process."""
+    try:
+        return spooled_row(line)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+ROW_STORED = "SELECT 1 FROM trackings WHERE request_id = ? AND created_at = ?"
+
+
+def row_stored(engine: Engine, row: dict[str, Any]) -> bool:
+    """Tell whether a row is in the log already: its process died after committing it."""
+    created_at = bind_value(engine.dialect.name, "created_at", row["created_at"])
+    return fetch_one(engine, ROW_STORED, (row["request_id"], created_at)) is not None
+
+
 class TrackingWriter:
     """A queue of tracking rows and the background thread of this process that writes them."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, spool_folder: str) -> None:
         self.engine = engine
+        self.spool = Spool(spool_folder)
         self.rows: deque[dict[str, Any]] = deque()
         self.pending = 0  # queued or being written
         self.changed = threading.Condition()
@@ -157,6 +291,7 @@ class TrackingWriter:
             else:
                 full = False
                 self.ensure_thread()
+                self.spool.append(row)
                 self.rows.append(row)
                 self.pending += 1
                 # Wake the writer for the first row and for a full batch only: each wake-up costs.
@@ -166,11 +301,16 @@ class TrackingWriter:
             save_or_log(self.engine, [row])
 
     def ensure_thread(self) -> None:
-        """Start the writing thread in this process (again after a fork); the lock is held."""
+        """Start the writing thread in this process (again after a fork); the lock is held.
+
+        A new process first writes what killed ones left in the spool.
+        """
         if self.pid != os.getpid() or self.thread is None or not self.thread.is_alive():
             if self.pid != os.getpid():
                 self.rows.clear()  # a forked child does not write its parent's rows
                 self.pending = 0
+                self.spool.current = None
+                self.spool.recover(self.engine)
             self.pid = os.getpid()
             self.thread = threading.Thread(target=self.run, name="tracking-writer", daemon=True)
             self.thread.start()
@@ -186,9 +326,13 @@ class TrackingWriter:
                 self.changed.wait_for(
                     lambda: len(self.rows) >= BATCH_SIZE or self.flushing, timeout=LINGER_SECONDS
                 )
-                batch = [self.rows.popleft() for _ in range(min(BATCH_SIZE, len(self.rows)))]
+                # Every row of the spool file it seals (at most QUEUE_LIMIT).
+                batch = list(self.rows)
+                self.rows.clear()
+                sealed = self.spool.seal()
             try:
                 save_or_log(self.engine, batch)
+                self.spool.remove(sealed)
             except Exception:  # never let the thread die: later rows must still be written
                 log.exception("%d tracking rows lost", len(batch))
             with self.changed:
@@ -196,7 +340,8 @@ class TrackingWriter:
                 self.changed.notify_all()
 
     def flush(self, seconds: float = FLUSH_SECONDS) -> None:
-        """Wait until every row this process queued is written (or `seconds` have passed)."""
+        """Wait until every row this process queued is written (or `seconds` have passed), and
+        write what killed processes left in the spool."""
         with self.changed:
             if self.pid == os.getpid() and self.thread is not None and self.thread.is_alive():
                 self.flushing += 1
@@ -205,6 +350,7 @@ class TrackingWriter:
                     self.changed.wait_for(lambda: self.pending == 0, timeout=seconds)
                 finally:
                     self.flushing -= 1
+        self.spool.recover(self.engine)
 
 
 def save_tracking(row: dict[str, Any]) -> None:
@@ -212,16 +358,24 @@ def save_tracking(row: dict[str, Any]) -> None:
     if not current_app.config["TRACKING_WRITE_BEHIND"]:
         save_rows(db.engine, [row])
         return
-    writer = current_app.extensions.get("imagestore.tracking_writer")
+    tracking_writer(current_app).submit(row)
+
+
+def tracking_writer(app: Flask) -> TrackingWriter:
+    """Return the app's tracking writer, made on first use."""
+    writer = app.extensions.get("imagestore.tracking_writer")
     if writer is None:
-        writer = TrackingWriter(db.engine)
-        current_app.extensions["imagestore.tracking_writer"] = writer
+        with app.app_context():
+            engine = db.engine
+        writer = TrackingWriter(engine, app.config["TRACKING_SPOOL_FOLDER"])
+        app.extensions["imagestore.tracking_writer"] = writer
         atexit.register(writer.flush)
-    writer.submit(row)
+    return writer
 
 
 def flush_trackings(app: Flask | None = None) -> None:
-    """Wait until the rows this process queued are written: reads then see them."""
-    writer = (app or current_app).extensions.get("imagestore.tracking_writer")
-    if writer is not None:
-        writer.flush()
+    """Wait until the rows this process queued are written, and those that killed workers left
+    in the spool: reads then see them."""
+    app = app or current_app
+    if app.config["TRACKING_WRITE_BEHIND"]:
+        tracking_writer(app).flush()

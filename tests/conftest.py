@@ -39,6 +39,9 @@ def settings(database_url: str, tmp_path: Any) -> dict[str, Any]:
         "MEDIA_FOLDER": str(tmp_path / "media"),
         # A cheap hash keeps the suite fast; one test checks the default method.
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+        # Rows are written before the response ends, so tests may read them at once;
+        # tests/test_tracking_writer.py covers the background writer.
+        "TRACKING_WRITE_BEHIND": False,
     }
 
 

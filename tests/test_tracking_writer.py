@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,3 +117,73 @@ def test_a_bad_row_does_not_lose_the_rest_of_its_batch(app, caplog):
 
     assert stored_rows(app) == 2
     assert any("tracking row lost for GET /api/" in r.getMessage() for r in caplog.records)
+
+
+# The spool: what a killed worker queued is written by the next one
+
+
+KILLED_WORKER = """
+import os, pathlib, signal, sys
+sys.path.insert(0, {tests!r})
+from conftest import settings
+from imagestore import create_app, tracking_writer
+tracking_writer.LINGER_SECONDS = 3600  # nothing is committed before the kill
+app = create_app(settings({url!r}, pathlib.Path({tmp!r})) | {{"TRACKING_WRITE_BEHIND": True}})
+client = app.test_client()
+for number in range(3):
+    response = client.get("/api/", auth={admin!r}, headers={{"X-Request-ID": f"killed-{{number}}"}})
+    assert response.status_code == 200
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def spool_files(app: Flask) -> list[Path]:
+    """List the spool files of the app's tracking writer."""
+    return sorted(Path(app.config["TRACKING_SPOOL_FOLDER"]).glob("*.rows"))
+
+
+def killed_worker(app: Flask, database_url: str, tmp_path: Any) -> None:
+    """Run a worker in another process that answers 3 requests and is killed before it commits."""
+    script = KILLED_WORKER.format(
+        tests=str(Path(__file__).parent), url=database_url, tmp=str(tmp_path), admin=ADMIN
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
+
+
+def test_a_queued_row_waits_in_the_spool_until_it_is_committed(app, monkeypatch):
+    monkeypatch.setattr(tracking_writer, "LINGER_SECONDS", 3600)
+    client = app.test_client()
+
+    client.get("/api/", auth=ADMIN, headers={"X-Request-ID": "spooled-1"})
+
+    [spooled] = spool_files(app)
+    assert b'"spooled-1"' in spooled.read_bytes()
+    tracking_writer.flush_trackings(app)
+    assert spool_files(app) == []
+    assert stored_rows(app) == 1
+
+
+def test_rows_a_killed_worker_queued_are_written_by_the_next_one(app, database_url, tmp_path):
+    killed_worker(app, database_url, tmp_path)
+    assert stored_rows(app) == 0
+    assert len(spool_files(app)) == 1
+
+    rows = app.test_client().get("/api/trackings/", auth=ADMIN).json["results"]
+
+    assert sorted(row["request_id"] for row in rows) == ["killed-0", "killed-1", "killed-2"]
+    assert {row["endpoint"] for row in rows} == {"/api/"}
+    assert spool_files(app) == []
+
+
+def test_rows_of_a_spool_file_are_written_once(app, database_url, tmp_path):
+    killed_worker(app, database_url, tmp_path)
+    [left] = spool_files(app)
+    content = left.read_bytes()
+    tracking_writer.flush_trackings(app)
+
+    left.write_bytes(content)  # as if the worker had died after committing, before removing it
+    tracking_writer.flush_trackings(app)
+
+    assert stored_rows(app) == 3
+    assert spool_files(app) == []
