@@ -14,7 +14,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from werkzeug.datastructures import ImmutableMultiDict
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Rule
@@ -125,7 +125,8 @@ class JSONProvider(DefaultJSONProvider):
 class ApiRequest(Request):
     """Flask's request, with its query and form fields in `Fields`; a malformed form body is a 400.
 
-    werkzeug would read a malformed form body as an empty form.
+    werkzeug would read a malformed form body as an empty form, and answer too many fields with
+    the 413 of a body over the size limit.
     """
 
     parameter_storage_class = Fields
@@ -140,6 +141,14 @@ class ApiRequest(Request):
             super()._load_form_data()
         except ValueError:
             raise BadRequest("The form body is malformed.") from None
+        except RequestEntityTooLarge:
+            if (self.content_length or 0) > (self.max_content_length or 0):
+                raise
+            # Within the size limit: too many form fields, or one too long (werkzeug says 413).
+            raise BadRequest(
+                f"The form has more than {self.max_form_parts} fields, or a field"
+                f" over {self.max_form_memory_size} bytes."
+            ) from None
 
 
 class ImageStore(Flask):

@@ -28,7 +28,7 @@ def find_images(ids: list[int]) -> list[Image]:
     found = {image.id: image for image in db.session.scalars(query)}
     unknown = [image_id for image_id in wanted if image_id not in found]
     if unknown:
-        bad_field("json", "images", f"Unknown images: {', '.join(map(str, unknown))}.")
+        bad_field("json_or_form", "images", f"Unknown images: {', '.join(map(str, unknown))}.")
     return [found[image_id] for image_id in wanted]
 
 
@@ -49,16 +49,22 @@ def ensure_may_change_all(images: list[Image]) -> None:
 @doc(ImageSchema(many=True), errors=(403,))
 @auth.login_required
 @use_args(CreateMissingTags(), location="query")
-@use_args(BulkTag(), location="json")
-def bulk_tag_images(query_args: dict[str, Any], json_args: dict[str, Any]) -> list[dict[str, Any]]:
+@use_args(BulkTag(), location="json_or_form")
+def bulk_tag_images(
+    query_args: dict[str, Any], json_or_form_args: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Add tags to and remove tags from many images, all in one transaction."""
     begin_writes()
-    images = find_images(json_args["images"])
+    images = find_images(json_or_form_args["images"])
     ensure_may_change_all(images)
     create_missing = query_args["create_missing_tags"]
-    added = find_tags(json_args["add"], "json", create_missing=create_missing, field="add")
-    find_tags(json_args["remove"], "json", field="remove")  # an unknown tag here is a mistake
-    removed = {fold_name(name) for name in json_args["remove"]}
+    added = find_tags(
+        json_or_form_args["add"], "json_or_form", create_missing=create_missing, field="add"
+    )
+    find_tags(
+        json_or_form_args["remove"], "json_or_form", field="remove"
+    )  # an unknown tag here is a mistake
+    removed = {fold_name(name) for name in json_or_form_args["remove"]}
     for image in images:
         kept = [tag for tag in image.tags if tag.name_folded not in removed]
         known = {tag.name_folded for tag in kept}
@@ -70,11 +76,11 @@ def bulk_tag_images(query_args: dict[str, Any], json_args: dict[str, Any]) -> li
 @bp.post("/bulk-delete/")
 @doc(status=204, errors=(403,))
 @auth.login_required
-@use_args(BulkDelete(), location="json")
-def bulk_delete_images(json_args: dict[str, Any]) -> Response:
+@use_args(BulkDelete(), location="json_or_form")
+def bulk_delete_images(json_or_form_args: dict[str, Any]) -> Response:
     """Delete many images in one transaction, then the files no image uses any more."""
     begin_writes()
-    images = find_images(json_args["images"])
+    images = find_images(json_or_form_args["images"])
     ensure_may_change_all(images)
     contents = {(image.sha256, image.file_key) for image in images}
     for image in images:

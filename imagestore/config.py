@@ -4,6 +4,8 @@
 DATABASE_URL = ""
 # Largest accepted request body (one upload, all its fields included), in megabytes.
 MAX_UPLOAD_MB = 20
+# Most fields a form body may have (a bulk change of 1,000 images and 100 tags, as a form).
+MAX_FORM_PARTS = 2000
 # Largest image accepted, in pixels (width x height); bigger ones are refused as possible bombs.
 MAX_IMAGE_PIXELS = 50_000_000
 # Image formats accepted on upload, as Pillow names them.

@@ -14,6 +14,7 @@ from werkzeug.exceptions import (
     HTTPException,
     RequestEntityTooLarge,
     ServiceUnavailable,
+    UnsupportedMediaType,
 )
 
 from .extensions import db
@@ -21,6 +22,27 @@ from .extensions import db
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class UnsupportedBody(UnsupportedMediaType):
+    """415: a request body in a media type the route does not read; says which it reads.
+
+    `Accept-Post` and `Accept-Patch` (RFC 5789) list them too.
+    """
+
+    def __init__(self, sent: str, accepted: tuple[str, ...]) -> None:
+        what = f"in {sent}" if sent else "without a Content-Type"
+        super().__init__(f"A body {what} is not read here: send {' or '.join(accepted)}.")
+        self.accepted = accepted
+        self.data = {"extra": {"accepted": list(accepted)}}
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        listed = ", ".join(self.accepted)
+        return [
+            *super().get_headers(*args, **kwargs),
+            ("Accept-Post", listed),
+            ("Accept-Patch", listed),
+        ]
 
 
 class InsufficientStorage(HTTPException):

@@ -2,15 +2,24 @@
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from flask import current_app
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
-from webargs.flaskparser import FlaskParser
+from flask import current_app, request
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates_schema,
+)
+from webargs import core
+from webargs.flaskparser import FlaskParser, is_json_request
 
-from .errors import invalid_input
+from .errors import UnsupportedBody, invalid_input
 from .models import fold_name
 from .urls import external_url
 
@@ -23,6 +32,9 @@ TOKEN_DAYS_MAX = 365
 # Unicode white space; Python's \s also matches the separators U+001C..U+001F, control characters.
 WHITESPACE_RUN = re.compile(r"[^\S\x1c-\x1f]+")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# The media types of request bodies that carry fields, as the old service's parsers took them.
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+BODY_TYPES = ("application/json", *FORM_TYPES)
 
 
 class Parser(FlaskParser):
@@ -30,6 +42,8 @@ class Parser(FlaskParser):
 
     DEFAULT_VALIDATION_STATUS = 400
     USE_ARGS_POSITIONAL = False
+    # Bodies (fields and files) refuse what their schema does not know; queries ignore it.
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "files": None}
 
     def _raw_load_json(self, req: Any) -> Any:
         """Parse a JSON body; one nested too deeply for Python's parser is invalid JSON, a 400."""
@@ -37,6 +51,26 @@ class Parser(FlaskParser):
             return super()._raw_load_json(req)
         except RecursionError:
             invalid_input({"json": ["Invalid JSON body: it is nested too deeply."]})
+
+    def load_json_or_form(self, req: Any, schema: Schema) -> Any:
+        """Read a body's fields from JSON or a form, as its Content-Type says; 415 otherwise.
+
+        A body in another media type, or with none, would otherwise read as no fields at all and
+        change nothing. No body at all has no fields.
+        """
+        if is_json_request(req):
+            return self.load_json(req, schema)
+        if req.mimetype in FORM_TYPES:
+            return self.load_form(req, schema)
+        if not req.content_length and "chunked" not in req.headers.get("Transfer-Encoding", ""):
+            return core.missing
+        raise UnsupportedBody(req.mimetype, BODY_TYPES)
+
+    def load_files(self, req: Any, schema: Schema) -> Any:
+        """Read a multipart body's files; a body in another media type is a 415."""
+        if req.mimetype != "multipart/form-data":
+            raise UnsupportedBody(req.mimetype, ("multipart/form-data",))
+        return super().load_files(req, schema)
 
     def handle_error(self, error, req, schema, *, error_status_code, error_headers) -> NoReturn:
         """Abort with the field messages; the error handler renders them as problem+json."""
@@ -141,10 +175,22 @@ class UpperString(fields.String):
 
 
 class Input(Schema):
-    """A request body; fields it does not know are ignored, as the old service did."""
+    """A request body: a field it does not know is refused, naming it (it may be a misspelling).
+
+    The read-only fields of the resource it changes, as a GET shows them, are known and
+    ignored: a script may send back what it fetched, with its changes.
+    """
+
+    read_only: frozenset[str] = frozenset()
 
     class Meta:
-        unknown = EXCLUDE
+        unknown = RAISE
+
+    @pre_load
+    def drop_read_only(self, data: Any, **kwargs: Any) -> Any:
+        if not self.read_only or not isinstance(data, Mapping):
+            return data
+        return {key: data[key] for key in data if key not in self.read_only}
 
 
 class Checksum(fields.String):
@@ -177,6 +223,8 @@ class TagSchema(Schema):
 
 
 class TagInput(Input):
+    read_only = frozenset(TagSchema().fields) - {"name"}
+
     name = TagName(required=True)
 
 
@@ -248,7 +296,7 @@ class ImageUploadForm(Input):
 MAX_FILES_PER_UPLOAD = 100
 
 
-class ImageUploadFiles(Schema):
+class ImageUploadFiles(Input):
     image = fields.List(
         fields.Raw(),
         required=True,
@@ -260,20 +308,41 @@ class ImageUploadFiles(Schema):
 
 
 class ImageUpdate(Input):
+    read_only = frozenset(ImageSchema().fields) - {"tags"}
+
     tags = TagNames(required=True)
 
 
 class ImagePatch(Input):
+    read_only = ImageUpdate.read_only
+
     tags = TagNames()
+
+    @validates_schema
+    def changes_something(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "tags" not in data:
+            raise ValidationError(
+                "Give `tags`: a PATCH changes the fields it names, and this one names none.",
+                field_name="tags",
+            )
 
 
 MAX_IMAGES_PER_BULK = 1000
 
 
+class Id(fields.Integer):
+    """An id: a JSON whole number (never 1.5, "1" or true), or its digits in a form field."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> int:
+        if isinstance(value, str) and value.isascii() and value.isdigit() and not request.is_json:
+            value = int(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def image_ids() -> fields.List:
     """Return the field of a bulk request's image ids."""
     return fields.List(
-        fields.Integer(strict=True, validate=validate.Range(min=1, max=2**31 - 1)),
+        Id(strict=True, validate=validate.Range(min=1, max=2**31 - 1)),
         required=True,
         validate=validate.Length(min=1, max=MAX_IMAGES_PER_BULK),
     )

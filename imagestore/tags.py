@@ -81,13 +81,13 @@ def read_tags(connection: Connection, query: Select) -> list[dict[str, Any]]:
 @bp.post("/")
 @doc(tag_schema, status=201, errors=(409,), headers={"Location": "URL of the new tag"})
 @auth.login_required
-@use_args(TagInput(), location="json")
-def create_tag(json_args: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+@use_args(TagInput(), location="json_or_form")
+def create_tag(json_or_form_args: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Create a tag; 409 when one of that name exists."""
     begin_writes()
-    ensure_name_free(json_args["name"])
+    ensure_name_free(json_or_form_args["name"])
     tag = Tag(created_by_id=auth.current_user().id)
-    tag.rename(json_args["name"])
+    tag.rename(json_or_form_args["name"])
     db.session.add(tag)
     db.session.commit()
     location = url_for("tags.get_tag", name=tag.name, _external=True)
@@ -105,14 +105,14 @@ def get_tag(name: str) -> dict[str, Any]:
 @bp.route("/<name>/", methods=["PUT", "PATCH"])
 @doc(tag_schema, errors=(403, 409))
 @auth.login_required
-@use_args(TagInput(), location="json")
-def update_tag(name: str, json_args: dict[str, Any]) -> dict[str, Any]:
+@use_args(TagInput(), location="json_or_form")
+def update_tag(name: str, json_or_form_args: dict[str, Any]) -> dict[str, Any]:
     """Rename a tag; its images keep it."""
     begin_writes()
     tag = find_tag(name)
     ensure_may_change(tag, auth.current_user())
-    ensure_name_free(json_args["name"], tag)
-    tag.rename(json_args["name"])
+    ensure_name_free(json_or_form_args["name"], tag)
+    tag.rename(json_or_form_args["name"])
     db.session.commit()
     return tag_schema.dump(tag)
 
@@ -133,16 +133,16 @@ def delete_tag(name: str) -> Response:
 @bp.post("/<name>/merge/")
 @doc(tag_schema, errors=(403,))
 @auth.login_required
-@use_args(TagMerge(), location="json")
-def merge_tag(name: str, json_args: dict[str, Any]) -> dict[str, Any]:
+@use_args(TagMerge(), location="json_or_form")
+def merge_tag(name: str, json_or_form_args: dict[str, Any]) -> dict[str, Any]:
     """Give every image of this tag the tag `into`, then delete this tag, in one transaction."""
     begin_writes()
     source = find_tag(name)
-    target = db.session.scalar(Tag.named(json_args["into"]))
+    target = db.session.scalar(Tag.named(json_or_form_args["into"]))
     if target is None:
-        bad_field("json", "into", f"No tag is named {json_args['into']!r}.")
+        bad_field("json_or_form", "into", f"No tag is named {json_or_form_args['into']!r}.")
     if target.id == source.id:
-        bad_field("json", "into", "A tag cannot be merged into itself.")
+        bad_field("json_or_form", "into", "A tag cannot be merged into itself.")
     user = auth.current_user()
     if not (user.is_admin or source.created_by_id == target.created_by_id == user.id):
         abort(403, description="Only the creator of both tags or an administrator may merge them.")

@@ -24,17 +24,17 @@ TOKEN_PREFIX = "ims_"
 @bp.post("/")
 @doc(new_token_schema, status=201, schemes=("basicAuth",))
 @basic_auth.login_required  # a token cannot mint another one and outlive its own expiry
-@use_args(TokenInput(), location="json")
-def create_token(json_args: dict[str, Any]) -> tuple[dict[str, Any], int]:
+@use_args(TokenInput(), location="json_or_form")
+def create_token(json_or_form_args: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """Create a bearer token for the caller; its secret is in this response only."""
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     user_id = basic_auth.current_user().id
     begin_writes()
     token = Token(
         user_id=user_id,
-        name=json_args["name"],
+        name=json_or_form_args["name"],
         token_hash=Token.hash(secret),
-        expires_at=utcnow() + timedelta(days=json_args["expires_in_days"]),
+        expires_at=utcnow() + timedelta(days=json_or_form_args["expires_in_days"]),
     )
     db.session.add(token)
     db.session.commit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 from collections.abc import Callable
@@ -367,11 +368,11 @@ def test_upload_with_the_image_as_a_plain_field_is_400(
     assert "image" in response.json["detail"]
 
 
-def test_upload_with_a_json_body_is_400(client: FlaskClient, alice: tuple[str, str]) -> None:
+def test_upload_with_a_json_body_is_415(client: FlaskClient, alice: tuple[str, str]) -> None:
     response = client.post("/api/images/", json={"image": "photo.png"}, auth=alice)
 
-    assert response.status_code == 400
-    assert "image" in response.json["errors"]["files"]
+    assert response.status_code == 415
+    assert response.json["accepted"] == ["multipart/form-data"]
 
 
 def test_upload_of_two_files_stores_both_and_answers_a_list(
@@ -1069,12 +1070,20 @@ def test_put_of_the_image_as_fetched_ignores_its_read_only_fields(
     assert response.json == fetched | {"tags": ["dogs"]}
 
 
-def test_upload_ignores_unknown_form_fields(client: FlaskClient, alice: tuple[str, str]) -> None:
-    data = {"image": (io.BytesIO(image_bytes()), "a.png"), "description": "a red square"}
+@pytest.mark.parametrize(
+    ("field", "location"), [("description", "form"), ("tag", "form"), ("thumbnail", "files")]
+)
+def test_upload_with_an_unknown_field_is_400_naming_it(
+    app: Flask, client: FlaskClient, alice: tuple[str, str], field: str, location: str
+) -> None:
+    value = (io.BytesIO(image_bytes()), "b.png") if location == "files" else "cats"
+    data = {"image": (io.BytesIO(image_bytes()), "a.png"), field: value}
 
     response = client.post("/api/images/", data=data, auth=alice)
 
-    assert response.status_code == 201
+    assert response.status_code == 400
+    assert response.json["errors"] == {location: {field: ["Unknown field."]}}
+    assert media_files(app) == []
 
 
 def test_put_without_tags_is_400(
@@ -1097,25 +1106,38 @@ def test_put_without_a_body_is_400(
     assert messages == {"tags": ["Missing data for required field."]}
 
 
-def test_patch_without_tags_changes_nothing(
-    client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any]
+@pytest.mark.parametrize("body", [{"json": {}}, {}, {"json": {"id": 5, "filename": "x.png"}}])
+def test_patch_that_names_no_field_to_change_is_400(
+    client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any], body: dict[str, Any]
 ) -> None:
     url = f"/api/images/{photo['id']}/"
 
-    response = client.patch(url, json={}, auth=alice)
+    response = client.patch(url, auth=alice, **body)
 
-    assert response.status_code == 200
-    assert response.json == photo
+    assert response.status_code == 400
+    [messages] = response.json["errors"].values()
+    assert list(messages) == ["tags"]
     assert client.get(url, auth=alice).json == photo
 
 
-def test_patch_without_a_body_changes_nothing(
-    client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any]
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"json": {"tag": ["dogs"]}},
+        {"data": json.dumps({"tags": ["dogs"]})},  # JSON sent without its Content-Type
+        {"data": json.dumps({"tags": ["dogs"]}), "content_type": "text/plain"},
+    ],
+)
+def test_patch_that_would_change_nothing_silently_is_refused(
+    client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any], body: dict[str, Any]
 ) -> None:
-    response = client.patch(f"/api/images/{photo['id']}/", auth=alice)
+    url = f"/api/images/{photo['id']}/"
 
-    assert response.status_code == 200
-    assert response.json == photo
+    response = client.patch(url, auth=alice, **body)
+
+    assert response.status_code in (400, 415)
+    assert response.content_type == "application/problem+json"
+    assert client.get(url, auth=alice).json == photo
 
 
 @pytest.mark.parametrize("method", ["patch", "put"])

@@ -48,7 +48,7 @@ def doc(
     `response` is the schema of the success body (`page=True`: of each row of a page), or a
     tuple of the schemas it may have; a non-JSON `media_type` without a schema means a file.
     400, 401 and 429 (unless `public`), 404 (for routes with parameters and pages), 409 (for
-    changes: a concurrent change) and 413 (for bodies) are added; `errors` names the others.
+    changes: a concurrent change), 413 and 415 (for bodies) are added; `errors` names the others.
     """
     described = Described(
         response, status, page, media_type, tuple(errors), public, schemes, headers or {}

@@ -235,7 +235,7 @@ class DocumentBuilder:
         if described.page or ROUTE_VARIABLE.search(rule.rule):
             codes.add(404)
         if has_body:
-            codes.add(413)
+            codes |= {413, 415}  # 415: a body in a media type the operation does not read
         if method != "GET":
             codes.add(409)  # a concurrent request changed the same rows (errors.py)
         responses: dict[str, Any] = {str(described.status): success}

@@ -1,0 +1,160 @@
+"""What scripts meant, or a clear 4xx: bodies in any media type the old service read, no write
+that silently changes nothing, filters that say what they did not understand, messages that give
+the real reason."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+BODY_TYPES = ["application/json", "application/x-www-form-urlencoded", "multipart/form-data"]
+
+
+@pytest.fixture
+def image(upload: Any, alice: tuple[str, str], make_tag: Any) -> dict[str, Any]:
+    """An image of alice's with the tag `cats`, and the tags `dogs` and `birds` beside it."""
+    for name in ("cats", "dogs", "birds"):
+        make_tag(name, alice)
+    return upload(alice, tags=["cats"]).json
+
+
+# Every write route: the media types it reads, and nothing else
+
+
+WRITES = [
+    ("POST", "/api/tags/", {"name": "fish"}),
+    ("PATCH", "/api/tags/dogs/", {"name": "hounds"}),
+    ("PUT", "/api/tags/dogs/", {"name": "hounds"}),
+    ("POST", "/api/tags/dogs/merge/", {"into": "birds"}),
+    ("PATCH", "/api/images/{id}/", {"tags": ["dogs"]}),
+    ("PUT", "/api/images/{id}/", {"tags": ["dogs"]}),
+    ("POST", "/api/images/bulk-tag/", {"images": ["{id}"], "add": ["dogs"]}),
+    ("POST", "/api/images/bulk-delete/", {"images": ["{id}"]}),
+    ("POST", "/api/tokens/", {"name": "nightly"}),
+]
+
+
+def url_and_fields(write: tuple[str, str, dict[str, Any]], image: dict[str, Any]) -> Any:
+    """Return a write's method, URL and JSON body with the image's id filled in."""
+    method, path, fields = write
+
+    def filled(value: Any) -> Any:
+        if isinstance(value, list):
+            return [filled(item) for item in value]
+        return image["id"] if value == "{id}" else value
+
+    return method, path.format(id=image["id"]), {key: filled(v) for key, v in fields.items()}
+
+
+@pytest.mark.parametrize("write", WRITES, ids=[f"{m} {p}" for m, p, _ in WRITES])
+def test_every_write_route_takes_a_form_body_as_the_old_service_did(
+    client: FlaskClient, alice: tuple[str, str], image: dict[str, Any], write: Any
+) -> None:
+    """`curl -d name=x`: the form a script or an HTML page sends."""
+    method, url, fields = url_and_fields(write, image)
+
+    response = client.open(url, method=method, data=fields, auth=alice)
+
+    assert response.status_code in (200, 201, 204), response.json
+
+
+@pytest.mark.parametrize("write", WRITES, ids=[f"{m} {p}" for m, p, _ in WRITES])
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/xml"])
+def test_every_write_route_refuses_a_body_it_cannot_read_with_415(
+    client: FlaskClient,
+    alice: tuple[str, str],
+    image: dict[str, Any],
+    write: Any,
+    content_type: Any,
+) -> None:
+    """`requests.patch(url, data=json.dumps(...))`: JSON sent without its Content-Type."""
+    method, url, fields = url_and_fields(write, image)
+
+    response = client.open(
+        url, method=method, data=json.dumps(fields), content_type=content_type, auth=alice
+    )
+
+    assert response.status_code == 415
+    assert response.content_type == "application/problem+json"
+    assert response.json["accepted"] == BODY_TYPES
+    assert " or ".join(BODY_TYPES) in response.json["detail"]
+    assert client.get(f"/api/images/{image['id']}/", auth=alice).json == image
+
+
+@pytest.mark.parametrize("write", WRITES, ids=[f"{m} {p}" for m, p, _ in WRITES])
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "form"])
+def test_every_write_route_refuses_an_unknown_field_naming_it(
+    client: FlaskClient, alice: tuple[str, str], image: dict[str, Any], write: Any, as_json: bool
+) -> None:
+    """A misspelled field (`{"tag": [...]}` for `tags`) beside the right ones."""
+    method, url, fields = url_and_fields(write, image)
+    body = fields | {"colour": "red"}
+
+    response = client.open(
+        url, method=method, auth=alice, **({"json": body} if as_json else {"data": body})
+    )
+
+    assert response.status_code == 400
+    location = "json" if as_json else "form"
+    assert response.json["errors"] == {location: {"colour": ["Unknown field."]}}
+    assert client.get(f"/api/images/{image['id']}/", auth=alice).json == image
+
+
+def test_a_patch_with_a_misspelled_key_is_400_and_changes_nothing(
+    client: FlaskClient, alice: tuple[str, str], image: dict[str, Any]
+) -> None:
+    """`{"tag": ["dogs"]}`: the old answer was 200, with nothing changed."""
+    url = f"/api/images/{image['id']}/"
+
+    response = client.patch(url, json={"tag": ["dogs"]}, auth=alice)
+
+    assert response.status_code == 400
+    assert response.json["errors"]["json"]["tag"] == ["Unknown field."]
+    assert client.get(url, auth=alice).json["tags"] == ["cats"]
+
+
+def test_a_fetched_image_sent_back_with_new_tags_is_taken(
+    client: FlaskClient, alice: tuple[str, str], image: dict[str, Any]
+) -> None:
+    """Read-only fields of the resource, as a GET shows them, are known and ignored."""
+    response = client.patch(
+        f"/api/images/{image['id']}/", json=image | {"tags": ["dogs"]}, auth=alice
+    )
+
+    assert response.status_code == 200
+    assert response.json["tags"] == ["dogs"]
+
+
+def test_a_bulk_change_of_a_thousand_images_as_a_form_is_read(
+    client: FlaskClient, alice: tuple[str, str], image: dict[str, Any]
+) -> None:
+    """1,000 ids as form fields: more than werkzeug's default of 1,000 form parts."""
+    fields = [("images", str(image["id"]))] * 1000 + [("add", "dogs")]
+    body = "&".join(f"{name}={value}" for name, value in fields)
+
+    response = client.post(
+        "/api/images/bulk-tag/",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        auth=alice,
+    )
+
+    assert response.status_code == 200, response.json
+    assert response.json[0]["tags"] == ["cats", "dogs"]
+
+
+def test_a_form_of_too_many_fields_is_a_400_not_a_413(
+    client: FlaskClient, alice: tuple[str, str]
+) -> None:
+    """3,000 multipart fields in a small body: werkzeug's own answer is the 413 of a large body."""
+    fields = {"images": [str(number) for number in range(1, 3001)]}
+
+    response = client.post(
+        "/api/images/bulk-delete/", data=fields, content_type="multipart/form-data", auth=alice
+    )
+
+    assert response.status_code == 400
+    assert "more than 2000 fields" in response.json["detail"]
