@@ -5,6 +5,8 @@ import os
 from typing import Any, NoReturn
 
 from flask import Blueprint, Response, abort, current_app, url_for
+from PIL import Image as PILImage
+from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 from werkzeug.exceptions import Conflict
 
@@ -22,7 +24,7 @@ from .errors import abort_with, bad_field, invalid_input
 from .extensions import begin_writes, db
 from .image_rows import IMAGE_BY_ID, page_queries, read_images, write_images
 from .imaging import TooBigToDecode
-from .models import CurrentUser, Image, Tag, fold_name, lock_content
+from .models import CurrentUser, Image, Tag, User, fold_name, lock_content
 from .openapi import doc
 from .pagination import read_page
 from .schemas import (
@@ -44,6 +46,9 @@ from .storage import get_storage
 bp = Blueprint("images", __name__, url_prefix="/api/images")
 log = logging.getLogger(__name__)
 
+# Formats Pillow also reports for files it opens as an accepted one: a JPEG with more pictures
+# after the first is an MPO.
+STORED_AS_WELL = {"JPEG": ("MPO",)}
 # Largest id an integer column holds; a bigger id in a URL names no image (checked in the
 # view: a `max=` on the route would turn PATCH or DELETE of such an id into a 405).
 MAX_ID = 2**31 - 1
@@ -91,6 +96,42 @@ def find_tags(
     return [*found, *created]
 
 
+def refuse_unknown_filter_values(filters: dict[str, Any]) -> None:
+    """Answer 400 naming the filter values that can match no image, rather than ignore them.
+
+    An unknown tag in `exclude_tags` would exclude nothing (a private image shown), in
+    `any_tags` it would narrow nothing; an unknown uploader or a type never stored would give
+    an empty list for a typo. `tags` keeps the old service's answer: no image has an unknown
+    tag, so the list is empty.
+    """
+    messages: dict[str, list[str]] = {}
+    named = [*filters.get("any_tags", ()), *filters.get("exclude_tags", ())]
+    if named:
+        folded = {fold_name(name) for name in named}
+        known = set(db.session.scalars(select(Tag.name_folded).where(Tag.name_folded.in_(folded))))
+        for field in ("any_tags", "exclude_tags"):
+            unknown = [name for name in filters.get(field, ()) if fold_name(name) not in known]
+            if unknown:
+                messages[field] = [f"Unknown tags: {', '.join(unknown)}."]
+    uploader = filters.get("created_by")
+    if uploader and db.session.scalar(User.named(uploader).with_only_columns(User.id)) is None:
+        messages["created_by"] = [f"No user is named {uploader!r}."]
+    content_type = filters.get("content_type")
+    if content_type and content_type.lower() not in stored_content_types():
+        listed = ", ".join(sorted(stored_content_types()))
+        messages["content_type"] = [f"Images are stored as {listed}; not {content_type}."]
+    if messages:
+        invalid_input({"query": messages})
+
+
+def stored_content_types() -> set[str]:
+    """Return the content types images can have: those of the accepted formats."""
+    formats = current_app.config["IMAGE_FORMATS"]
+    names = [*formats, *(also for name in formats for also in STORED_AS_WELL.get(name, ()))]
+    PILImage.init()
+    return {PILImage.MIME[name] for name in names if name in PILImage.MIME}
+
+
 def refuse_bad_uploads(error: BadUploads, count: int) -> NoReturn:
     """Answer 400 naming each file that is not an accepted image, by position and name."""
     if count == 1:
@@ -126,6 +167,7 @@ def ensure_may_change(image: Image, user: CurrentUser) -> None:
 @use_args(ImageFilters(), location="query")
 def list_images(query_args: dict[str, Any]) -> dict[str, Any]:
     """Return one page of images, newest first, that match the filters."""
+    refuse_unknown_filter_values(query_args)
     page, count = page_queries(query_args)
     return read_page(read_images, page, count, query_args)
 

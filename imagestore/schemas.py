@@ -372,17 +372,29 @@ IMAGE_ORDERINGS = ["created_at", "-created_at", "size", "-size", "id", "-id"]
 
 
 class ImageFilters(PageArgs):
-    tags = TagNames(metadata={"description": "Images having all of these tags."})
-    any_tags = TagNames(metadata={"description": "Images having at least one of these tags."})
-    exclude_tags = TagNames(metadata={"description": "Images having none of these tags."})
+    tags = TagNames(
+        metadata={"description": "Images having all of these tags (an unknown tag: none)."}
+    )
+    any_tags = TagNames(
+        metadata={"description": "Images having at least one of these tags; unknown ones: 400."}
+    )
+    exclude_tags = TagNames(
+        metadata={"description": "Images having none of these tags; unknown ones: 400."}
+    )
     untagged = fields.Boolean(metadata={"description": "true: only images with no tag."})
     sha256 = Checksum()
     start_date = fields.Date(metadata={"description": "Created on or after this day (UTC)."})
     end_date = fields.Date(metadata={"description": "Created on or before this day (UTC)."})
     created_after = fields.AwareDateTime(metadata={"description": "Created at or after."})
     created_before = fields.AwareDateTime(metadata={"description": "Created before."})
-    created_by = fields.String(validate=validate.Length(min=1, max=150))
-    content_type = fields.String(validate=validate.Length(min=1, max=50))
+    created_by = fields.String(
+        validate=validate.Length(min=1, max=150),
+        metadata={"description": "Uploaded by this user (any case); an unknown user: 400."},
+    )
+    content_type = fields.String(
+        validate=validate.Length(min=1, max=50),
+        metadata={"description": "Of this media type; one images are never stored as: 400."},
+    )
     min_width = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
     min_height = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
     ordering = fields.String(load_default="-created_at", validate=validate.OneOf(IMAGE_ORDERINGS))

@@ -158,3 +158,63 @@ def test_a_form_of_too_many_fields_is_a_400_not_a_413(
 
     assert response.status_code == 400
     assert "more than 2000 fields" in response.json["detail"]
+
+
+# Filters say what they did not understand
+
+
+def test_an_unknown_tag_to_exclude_is_400_not_a_list_of_everything(
+    client: FlaskClient, alice: tuple[str, str], image: dict[str, Any]
+) -> None:
+    """`?exclude_tags=privat` (a typo for `private`) once excluded nothing: a privacy trap."""
+    response = client.get("/api/images/?exclude_tags=cats,privat", auth=alice)
+
+    assert response.status_code == 400
+    assert response.json["errors"] == {"query": {"exclude_tags": ["Unknown tags: privat."]}}
+
+
+def test_an_unknown_tag_in_tags_gives_an_empty_page_as_the_old_service_did(
+    client: FlaskClient, alice: tuple[str, str], image: dict[str, Any]
+) -> None:
+    """`?tags=` keeps the old service's answer: no image has a tag that does not exist."""
+    response = client.get("/api/images/?tags=cats,unicorn", auth=alice)
+
+    assert response.status_code == 200
+    assert response.json["count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ("any_tags=unicorn", "any_tags", "Unknown tags: unicorn."),
+        ("created_by=alcie", "created_by", "No user is named 'alcie'."),
+        (
+            "content_type=image/jpg",
+            "content_type",
+            "Images are stored as image/gif, image/jpeg, image/mpo, image/png, image/webp;"
+            " not image/jpg.",
+        ),
+    ],
+)
+def test_filter_values_that_can_match_nothing_are_400_naming_them(
+    client: FlaskClient,
+    alice: tuple[str, str],
+    image: dict[str, Any],
+    query: str,
+    field: str,
+    message: str,
+) -> None:
+    """A misspelled uploader, tag or type answered an empty list, as if nothing matched."""
+    response = client.get(f"/api/images/?{query}", auth=alice)
+
+    assert response.status_code == 400
+    assert response.json["errors"] == {"query": {field: [message]}}
+
+
+def test_a_known_type_that_no_image_has_yet_gives_an_empty_page(
+    client: FlaskClient, alice: tuple[str, str], image: dict[str, Any]
+) -> None:
+    """image/webp is a type images are stored as: asking for it is no mistake."""
+    response = client.get("/api/images/?content_type=image/webp", auth=alice)
+
+    assert (response.status_code, response.json["count"]) == (200, 0)

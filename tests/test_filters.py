@@ -254,22 +254,24 @@ def test_any_tags_lists_an_image_with_several_of_them_once(client, alice, galler
     )
 
 
-def test_any_tags_ignores_an_unknown_tag_among_known_ones(client, alice, gallery):
+def test_any_tags_with_an_unknown_tag_among_known_ones_is_400_naming_it(client, alice, gallery):
     response = client.get("/api/images/?any_tags=sky,unicorn", auth=alice)
 
-    assert result_ids(response) == [gallery[key] for key in ("p9", "p6", "p2")]
+    assert_bad_query(response, "any_tags")
+    assert response.json["errors"]["query"]["any_tags"] == ["Unknown tags: unicorn."]
 
 
-def test_any_tags_of_only_unknown_tags_is_empty(client, alice, gallery):
+def test_any_tags_of_only_unknown_tags_is_400_naming_them(client, alice, gallery):
     response = client.get("/api/images/?any_tags=unicorn,dragon", auth=alice)
 
-    assert response.json["count"] == 0
+    assert response.json["errors"]["query"]["any_tags"] == ["Unknown tags: unicorn, dragon."]
 
 
-def test_exclude_tags_of_an_unknown_tag_excludes_nothing(client, alice, gallery):
+def test_exclude_tags_of_an_unknown_tag_is_400_not_excluding_nothing(client, alice, gallery):
     response = client.get("/api/images/?exclude_tags=unicorn", auth=alice)
 
-    assert response.json["count"] == len(GALLERY)
+    assert_bad_query(response, "exclude_tags")
+    assert response.json["errors"]["query"]["exclude_tags"] == ["Unknown tags: unicorn."]
 
 
 def test_exclude_tags_ignores_case(client, alice, gallery):
@@ -388,11 +390,11 @@ def test_created_filter_with_garbage_is_400(client, alice, param, value):
 # Uploader, content type, dimensions, checksum
 
 
-def test_created_by_an_unknown_user_is_empty(client, alice, gallery):
+def test_created_by_an_unknown_user_is_400_naming_it(client, alice, gallery):
     response = client.get("/api/images/?created_by=nobody", auth=alice)
 
-    assert response.status_code == 200
-    assert response.json == {"count": 0, "next": None, "previous": None, "results": []}
+    assert_bad_query(response, "created_by")
+    assert response.json["errors"]["query"]["created_by"] == ["No user is named 'nobody'."]
 
 
 def test_created_by_a_user_without_images_is_empty(client, alice, make_user, gallery):
