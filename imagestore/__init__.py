@@ -151,15 +151,25 @@ class ApiRequest(Request):
             ) from None
 
 
+class ApiResponse(Response):
+    """Flask's response; a 204 has no body, so it has no Content-Type either."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.status_code == 204:
+            del self.headers["Content-Type"]
+
+
 class ImageStore(Flask):
     """Flask, which tells a plain function from an `async def` one once, not on every call.
 
     Flask asks it of every request hook and view, and Flask-HTTPAuth of its callbacks: about
-    ten times a request, each an inspection of the function. Its requests are `ApiRequest`s
-    and its JSON is `JSONProvider`'s.
+    ten times a request, each an inspection of the function. Its requests are `ApiRequest`s,
+    its responses `ApiResponse`s and its JSON is `JSONProvider`'s.
     """
 
     request_class = ApiRequest
+    response_class = ApiResponse
     json_provider_class = JSONProvider
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -204,6 +214,8 @@ def answer_both_slashes(app: Flask) -> None:
     """
     for rule in list(app.url_map.iter_rules()):
         path = rule.rule
+        if path == "/":
+            continue  # `/` has no twin
         twin = Rule(
             path.removesuffix("/") if path.endswith("/") else f"{path}/",
             endpoint=rule.endpoint,

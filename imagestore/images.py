@@ -279,7 +279,7 @@ def retag(image_id: int, args: dict[str, Any], create_missing: bool) -> dict[str
 @bp.delete("/<int:image_id>/")
 @doc(status=204, errors=(403,))
 @auth.login_required
-def delete_image(image_id: int) -> Response:
+def delete_image(image_id: int) -> tuple[str, int]:
     """Delete an image, then its file once no other image uses the same bytes."""
     begin_writes()
     image = find_image(image_id, for_update=True)
@@ -288,7 +288,7 @@ def delete_image(image_id: int) -> Response:
     db.session.delete(image)
     db.session.commit()
     release_content(sha256, key)
-    return Response(status=204)
+    return "", 204
 
 
 @bp.get("/<int:image_id>/file")

@@ -1,13 +1,15 @@
 """One page of a query in the {count, next, previous, results} envelope of the old service."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 from flask import abort, request
 from marshmallow import Schema
 from sqlalchemy import Connection, Select, func, literal_column, select
+from werkzeug.exceptions import NotFound
 
+from .errors import abort_with
 from .extensions import db
 
 MAX_OFFSET = 2**62
@@ -33,9 +35,21 @@ def page_window(args: dict[str, Any]) -> tuple[int, int]:
     """Return the offset and the size of the page asked for."""
     size = args["page_size"]
     offset = (args["page"] - 1) * size
-    if offset > MAX_OFFSET:
-        abort(404, description="Invalid page.")  # past any table, and past what SQL takes
+    if offset > MAX_OFFSET:  # past any table, and past what SQL takes
+        abort(404, description=f"There is no page {args['page']}.")
     return offset, size
+
+
+def no_such_page(page: int, size: int, total: int) -> NoReturn:
+    """Answer 404 for a page past the end, saying which pages there are."""
+    pages = max(1, -(-total // size))
+    abort_with(
+        NotFound,
+        f"There is no page {page}: the list has {total} results, in {pages}"
+        f" page{'s' if pages > 1 else ''} of {size}.",
+        count=total,
+        pages=pages,
+    )
 
 
 def count_of(query: Select) -> Select:
@@ -56,7 +70,7 @@ def page_envelope(
     """
     page, size = args["page"], args["page_size"]
     if page > 1 and not results:
-        abort(404, description="Invalid page.")
+        no_such_page(page, size, count())
     total = (page - 1) * size + len(results) if len(results) < size else count()
     return {
         "count": total,

@@ -32,6 +32,9 @@ TOKEN_DAYS_MAX = 365
 # Unicode white space; Python's \s also matches the separators U+001C..U+001F, control characters.
 WHITESPACE_RUN = re.compile(r"[^\S\x1c-\x1f]+")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# Invisible characters that emoji are made of: the zero-width joiner and non-joiner (family and
+# profession emoji) and the tag characters of subdivision flags. Variation selectors are marks.
+EMOJI_JOINERS = frozenset({"\u200c", "\u200d", *map(chr, range(0xE0020, 0xE0080))})
 # The media types of request bodies that carry fields, as the old service's parsers took them.
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 BODY_TYPES = ("application/json", *FORM_TYPES)
@@ -112,8 +115,14 @@ def normalize_tag_name(value: str) -> str:
         raise ValidationError("Tag name must not be empty.")
     if len(name) > TAG_NAME_MAX:
         raise ValidationError(f"Tag name must be at most {TAG_NAME_MAX} characters.")
-    if any(unicodedata.category(char).startswith("C") for char in name):
+    if any(unicodedata.category(char) == "Cc" for char in name):
         raise ValidationError("Tag name must not contain control characters.")
+    for char in name:
+        if unicodedata.category(char).startswith("C") and char not in EMOJI_JOINERS:
+            raise ValidationError(
+                f"Tag name must not contain invisible characters such as U+{ord(char):04X}"
+                " (only those that join emoji)."
+            )
     if "," in name or "/" in name:
         raise ValidationError("Tag name must not contain ',' or '/'.")
     if name.strip(".") == "":
@@ -127,7 +136,10 @@ class TagName(fields.String):
     @staticmethod
     def openapi_schema(inferred: dict[str, Any]) -> dict[str, Any]:
         """Describe a tag name in the OpenAPI document."""
-        rules = "1 to 50 characters once whitespace is trimmed; no ',', '/' or control characters."
+        rules = (
+            "1 to 50 characters once whitespace is trimmed; no ',', '/', control or invisible"
+            " characters (but those that join emoji)."
+        )
         description = " ".join(filter(None, [inferred.get("description"), rules]))
         return inferred | {"maxLength": TAG_NAME_MAX, "description": description}
 

@@ -6,9 +6,9 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Response, abort
+from flask import Blueprint, abort, request
 
-from .auth import auth, basic_auth
+from .auth import auth, auth_method
 from .extensions import begin_writes, db
 from .models import MAX_ID, Token, fold_name, utcnow
 from .openapi import doc
@@ -22,13 +22,18 @@ TOKEN_PREFIX = "ims_"
 
 
 @bp.post("/")
-@doc(new_token_schema, status=201, schemes=("basicAuth",))
-@basic_auth.login_required  # a token cannot mint another one and outlive its own expiry
+@doc(new_token_schema, status=201, schemes=("basicAuth",), errors=(403,))
+@auth.login_required
 @use_args(TokenInput(), location="json_or_form")
 def create_token(json_or_form_args: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """Create a bearer token for the caller; its secret is in this response only."""
+    """Create a bearer token for the caller (with a password: a token cannot create one).
+
+    The token's secret is in this response only.
+    """
+    if auth_method(request) == "bearer":  # a token could otherwise outlive its own expiry
+        abort(403, description="A token cannot create tokens: authenticate with a password.")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    user_id = basic_auth.current_user().id
+    user_id = auth.current_user().id
     begin_writes()
     token = Token(
         user_id=user_id,
@@ -60,7 +65,7 @@ def list_tokens(query_args: dict[str, Any]) -> dict[str, Any]:
 @bp.delete("/<int:token_id>/")
 @doc(status=204)
 @auth.login_required
-def delete_token(token_id: int) -> Response:
+def delete_token(token_id: int) -> tuple[str, int]:
     """Revoke a token of the caller (an admin: any token); from now on it authenticates nobody."""
     caller = auth.current_user()
     begin_writes()
@@ -69,4 +74,4 @@ def delete_token(token_id: int) -> Response:
         abort(404, description=f"You have no token with the id {token_id}.")
     db.session.delete(token)
     db.session.commit()
-    return Response(status=204)
+    return "", 204

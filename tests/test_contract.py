@@ -218,3 +218,111 @@ def test_a_known_type_that_no_image_has_yet_gives_an_empty_page(
     response = client.get("/api/images/?content_type=image/webp", auth=alice)
 
     assert (response.status_code, response.json["count"]) == (200, 0)
+
+
+# Messages say the real reason
+
+
+def test_a_token_creating_a_token_is_told_why_with_403(
+    client: FlaskClient, alice: tuple[str, str]
+) -> None:
+    """A script authenticated with a bearer token asks for another token."""
+    token = client.post("/api/tokens/", json={"name": "ci"}, auth=alice).json["token"]
+
+    response = client.post(
+        "/api/tokens/", json={"name": "more"}, headers={"Authorization": f"Bearer {token}"}
+    )
+
+    assert response.status_code == 403
+    assert response.json["detail"] == "A token cannot create tokens: authenticate with a password."
+    assert len(client.get("/api/tokens/", auth=alice).json["results"]) == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\U0001f469\u200d\U0001f4bb",  # woman technologist: a ZWJ sequence
+        "\U0001f3f3\ufe0f\u200d\U0001f308",  # rainbow flag: a variation selector and a ZWJ
+        "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",  # Scotland
+        "\u0928\u094d\u200d",  # Devanagari with a ZWJ
+        "mi\u200ccasa",  # ZWNJ, as Persian writes it
+    ],
+    ids=["zwj", "flag", "tag-characters", "devanagari", "zwnj"],
+)
+def test_emoji_and_scripts_that_need_joiners_make_tag_names(
+    client: FlaskClient, alice: tuple[str, str], name: str
+) -> None:
+    """Tag names that were refused as "control characters"."""
+    response = client.post("/api/tags/", json={"name": name}, auth=alice)
+
+    assert response.status_code == 201, response.json
+    assert response.json["name"] == name
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u200b", "\ufeff", "\U000e0001"])
+def test_other_invisible_characters_are_refused_naming_them(
+    client: FlaskClient, alice: tuple[str, str], char: str
+) -> None:
+    """A right-to-left override or a zero-width space would make two names look alike."""
+    response = client.post("/api/tags/", json={"name": f"cat{char}"}, auth=alice)
+
+    assert response.status_code == 400
+    assert f"U+{ord(char):04X}" in response.json["detail"]
+
+
+def test_a_page_past_the_end_says_which_pages_exist(
+    client: FlaskClient, alice: tuple[str, str], image: dict[str, Any]
+) -> None:
+    """`?page=999` was answered "Invalid page."."""
+    response = client.get("/api/tags/?page=999&page_size=2", auth=alice)
+
+    assert response.status_code == 404
+    assert (
+        response.json["detail"] == "There is no page 999: the list has 3 results, in 2 pages of 2."
+    )
+    assert (response.json["count"], response.json["pages"]) == (3, 2)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("DELETE", "/api/images/{id}/"),
+        ("DELETE", "/api/tags/dogs/"),
+        ("POST", "/api/images/bulk-delete/"),
+    ],
+)
+def test_a_204_carries_no_content_type(
+    client: FlaskClient, alice: tuple[str, str], image: dict[str, Any], method: str, path: str
+) -> None:
+    """A 204 has no body; a Content-Type (text/html) said it had one."""
+    body = {"json": {"images": [image["id"]]}} if method == "POST" else {}
+
+    response = client.open(path.format(id=image["id"]), method=method, auth=alice, **body)
+
+    assert response.status_code == 204
+    assert "Content-Type" not in response.headers
+    assert response.data == b""
+
+
+def test_a_token_revoked_answers_204_without_a_content_type(
+    client: FlaskClient, alice: tuple[str, str]
+) -> None:
+    """DELETE of a token."""
+    token = client.post("/api/tokens/", json={"name": "ci"}, auth=alice).json
+
+    response = client.delete(f"/api/tokens/{token['id']}/", auth=alice)
+
+    assert response.status_code == 204
+    assert "Content-Type" not in response.headers
+
+
+def test_the_root_points_to_the_api_and_its_docs(client: FlaskClient) -> None:
+    """A new user opens the service's address."""
+    response = client.get("/")
+
+    assert response.status_code == 200
+    assert response.json == {
+        "api": "http://localhost/api/",
+        "docs": "http://localhost/api/docs/",
+        "openapi": "http://localhost/api/openapi.json",
+    }

@@ -123,7 +123,8 @@ def test_a_token_cannot_create_another_token(client, alice):
 
     response = client.post("/api/tokens/", json={"name": "child"}, headers=bearer(secret))
 
-    assert response.status_code == 401
+    assert response.status_code == 403
+    assert "cannot create tokens" in response.json["detail"]
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app
 from flask_swagger_ui import get_swaggerui_blueprint
 
+from ..urls import external_url
 from .described import JSON, SECURITY_SCHEMES, doc
 from .document import build_document
 
@@ -44,9 +45,20 @@ def get_openapi() -> dict[str, Any]:
     return document
 
 
+def home() -> dict[str, str]:
+    """Point a visitor of `/` to the API, its docs page and its OpenAPI document."""
+    return {
+        "api": external_url("api.index"),
+        "docs": external_url("swagger_ui.show"),
+        "openapi": external_url("openapi.get_openapi"),
+    }
+
+
 def init_openapi(app: Flask) -> None:
-    """Serve the OpenAPI document and a Swagger UI of it, from files of an installed package."""
+    """Serve the OpenAPI document and a Swagger UI of it, from files of an installed package;
+    `/` points to them."""
     app.register_blueprint(bp)
+    app.add_url_rule("/", "home", home)
     docs = get_swaggerui_blueprint(
         DOCS_URL,
         DOCUMENT_URL,
