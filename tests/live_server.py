@@ -36,6 +36,7 @@ class LiveServer:
     admin: tuple[str, str]
     log: Path
     pid: int  # gunicorn's master process
+    env: dict[str, str]  # the app's settings, for `flask` commands on the same data
 
     def log_tail(self, lines: int = 40) -> str:
         """Return the end of the server's log without access lines, for failure messages."""
@@ -110,11 +111,14 @@ def environment(
 
 
 @contextmanager
-def serve(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Iterator[LiveServer]:
-    """Run gunicorn on 127.0.0.1 with a fresh database holding a user and an admin, with some
-    settings changed."""
+def serve(
+    tmp_path: Path, overrides: dict[str, Any] | None = None, users: bool = True
+) -> Iterator[LiveServer]:
+    """Run gunicorn on 127.0.0.1 with a fresh database holding a user and an admin (or no user
+    at all), with some settings changed."""
     with own_database(tmp_path) as database_url:
-        add_users(database_url, tmp_path)
+        if users:
+            add_users(database_url, tmp_path)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = tmp_path / "gunicorn.log"
@@ -132,18 +136,19 @@ def serve(tmp_path: Path, overrides: dict[str, Any] | None = None) -> Iterator[L
             "0",
             "wsgi:app",
         ]
+        env = environment(database_url, tmp_path, overrides)
         with open(log, "wb") as output:
             process = subprocess.Popen(
                 command,
                 cwd=PROJECT,
-                env=environment(database_url, tmp_path, overrides),
+                env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         try:
             wait_until_serving(url, process)
-            yield LiveServer(url, ("alice", PASSWORD), ("root", PASSWORD), log, process.pid)
+            yield LiveServer(url, ("alice", PASSWORD), ("root", PASSWORD), log, process.pid, env)
         finally:
             stop(process)
 
