@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import flask_swagger_ui
 import pytest
+from conftest import image_bytes
 from flask import Flask
 from flask.testing import FlaskClient
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 from sqlalchemy import func, select
+from werkzeug.test import TestResponse
 
 from imagestore.errors import PROBLEM_JSON
 from imagestore.extensions import db
 from imagestore.models import Tracking
 from imagestore.openapi import UNDOCUMENTED_ENDPOINTS, build_document, doc
 from imagestore.schemas import PageArgs, RootSchema, TagSchema, use_args
+from imagestore.storage import LocalStorage, Staged, content_key
 
 ROUTE_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 ASSET = re.compile(r'(?:src|href)="([^"]*)"')
+BINARY = {"type": "string", "format": "binary"}
+# The operations that use the file store: an upload and a download (with its thumbnails).
+FILE_STORE_OPERATIONS = {"create_image", "get_image_file"}
 
 
 def served_routes(app: Flask) -> set[tuple[str, str]]:
@@ -64,6 +74,26 @@ def resolved(document: dict[str, Any], schema: Any) -> Any:
     if isinstance(schema, list):
         return [resolved(document, item) for item in schema]
     return schema
+
+
+def assert_documented(document: dict[str, Any], operation_id: str, response: TestResponse) -> None:
+    """Check that an operation documents a response: its status, media type, body and the
+    headers it says are always sent."""
+    responses = operation(document, operation_id)["responses"]
+    described = responses.get(str(response.status_code))
+    assert described is not None, (operation_id, response.status_code)
+    content = described.get("content", {})
+    if not content:
+        assert response.data == b"", (operation_id, response.status_code)
+    else:
+        assert response.mimetype in content, (operation_id, response.mimetype)
+        schema = resolved(document, content[response.mimetype]["schema"])
+        if schema == BINARY:
+            assert response.data, operation_id
+        else:
+            OAS30Validator(schema).validate(response.json if response.is_json else response.text)
+    for name, header in described.get("headers", {}).items():
+        assert name in response.headers or not header.get("required"), (operation_id, name)
 
 
 def tracking_rows(app: Flask) -> int:
@@ -256,12 +286,167 @@ def test_responses_match_the_document(
     ]
 
     for operation_id, response in calls:
-        responses = operation(document, operation_id)["responses"]
-        assert str(response.status_code) in responses, (operation_id, response.status_code)
-        [(media_type, content)] = responses[str(response.status_code)]["content"].items()
-        assert response.mimetype == media_type, operation_id
-        schema = resolved(document, content["schema"])
-        OAS30Validator(schema).validate(response.json)
+        assert_documented(document, operation_id, response)
+
+
+def test_downloads_are_binary_in_every_image_type_and_as_octet_stream(
+    document: dict[str, Any],
+) -> None:
+    """Attack (on clients): a download typed `image/*`, which generated clients drop."""
+    responses = operation(document, "get_image_file")["responses"]
+
+    for status in ("200", "206"):
+        content = responses[status]["content"]
+        assert list(content) == [
+            "image/jpeg",
+            "image/mpo",  # a multi-picture JPEG, as cameras write them
+            "image/png",
+            "image/gif",
+            "image/webp",
+            "application/octet-stream",
+        ]
+        assert all(described["schema"] == BINARY for described in content.values())
+
+
+def test_the_image_types_follow_the_accepted_formats(make_app: Callable[..., Flask]) -> None:
+    """Attack (on clients): a list of media types that misses one the service sends."""
+    document = build_document(make_app(IMAGE_FORMATS=["PNG", "TIFF"]))
+
+    content = operation(document, "get_image_file")["responses"]["200"]["content"]
+
+    assert list(content) == ["image/png", "image/tiff", "image/webp", "application/octet-stream"]
+
+
+def test_downloads_name_their_range_and_conditional_headers(document: dict[str, Any]) -> None:
+    """Attack (on clients): ranges and revalidation that a client cannot know it may ask for."""
+    download = operation(document, "get_image_file")
+    responses = download["responses"]
+    headers = {p["name"] for p in download["parameters"] if p["in"] == "header"}
+
+    def required(status: str) -> set[str]:
+        listed = responses[status].get("headers", {})
+        return {name for name, header in listed.items() if header["required"]}
+
+    assert headers == {"Range", "If-Range", "If-None-Match", "If-Modified-Since"}
+    assert {"ETag", "Last-Modified", "Cache-Control", "Content-Disposition"} <= required("200")
+    assert "max-age=86400" in responses["200"]["headers"]["Cache-Control"]["description"]
+    assert required("206") == required("200") | {"Content-Range"}
+    assert required("304") == {"ETag", "Cache-Control"}
+    assert "content" not in responses["304"]
+    assert required("416") == {"Content-Range"}
+    assert "302" not in responses  # files are sent by the service itself
+
+
+def test_a_presigning_store_documents_its_redirect(make_app: Callable[..., Flask]) -> None:
+    """Attack (on clients): a 302 to the object store that the contract does not mention."""
+    app = make_app(STORAGE_URL="s3://bucket/media", S3_PRESIGNED_DOWNLOAD_SECONDS=60)
+
+    redirect = operation(build_document(app), "get_image_file")["responses"]["302"]
+
+    assert redirect["headers"]["Location"]["required"] is True
+    assert "max-age=60" in redirect["headers"]["Cache-Control"]["description"]
+
+
+def test_every_status_follows_from_what_the_operation_does(document: dict[str, Any]) -> None:
+    """Attack (on clients): statuses the service answers that the contract leaves out."""
+    for operations in document["paths"].values():
+        for method, described in operations.items():
+            responses = described["responses"]
+            name = described["operationId"]
+            public = described.get("security") == []
+            has_body = "requestBody" in described
+            assert "400" in responses, name
+            assert ("401" in responses) == ("429" in responses) == (not public), name
+            if not public:
+                assert "Retry-After" in responses["429"]["headers"], name
+            assert ("413" in responses) == ("415" in responses) == has_body, name
+            if has_body:
+                assert set(responses["415"]["headers"]) == {"Accept-Post", "Accept-Patch"}
+            if method != "get":
+                assert {"403", "409"} <= set(responses), name  # cross-site, concurrent change
+            uses_files = name in FILE_STORE_OPERATIONS
+            assert ("503" in responses) == ("507" in responses) == uses_files, name
+            assert ("416" in responses) == (name == "get_image_file"), name
+
+
+class FullStorage(LocalStorage):
+    """A local store on a full disk: every file it would place fails."""
+
+    def place(self, staged: Staged, key: str) -> None:
+        staged.discard()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_download_answers_match_the_document(
+    app: Flask,
+    client: FlaskClient,
+    document: dict[str, Any],
+    alice: tuple[str, str],
+    upload: Callable[..., Any],
+) -> None:
+    """Attack (on clients): download answers whose status, type or headers break the contract."""
+    content = image_bytes("PNG", (300, 200))
+    image = upload(alice, content=content).json
+    url = f"/api/images/{image['id']}/file"
+    etag = f'"{image["sha256"]}"'
+
+    def get(path: str = url, **headers: str) -> TestResponse:
+        return client.get(path, headers=headers, auth=alice)
+
+    answers = [
+        get(),
+        get(Range="bytes=0-9"),
+        get(Range="bytes=0-9", **{"If-Range": '"another"'}),
+        get(**{"If-None-Match": etag}),
+        get(**{"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}),
+        get(Range=f"bytes={len(content)}-"),
+        get(f"{url}?size=128"),
+        get(f"{url}?size=127"),
+        get("/api/images/999/file"),
+        client.get(url),
+    ]
+    app.extensions["imagestore.storage"] = FullStorage(app.config["MEDIA_FOLDER"])
+    full = [get(f"{url}?size=256"), upload(alice, content=image_bytes("PNG", (9, 9)))]
+    os.remove(os.path.join(app.config["MEDIA_FOLDER"], content_key(image["sha256"], ".png")))
+    answers += [get(), full[0]]
+
+    assert [answer.status_code for answer in answers] == [
+        *(200, 206, 200, 304, 304, 416, 200, 400, 404, 401),
+        *(503, 507),  # the file is gone; no room for the thumbnail
+    ]
+    assert full[1].status_code == 507
+    for answer in answers:
+        assert_documented(document, "get_image_file", answer)
+    assert_documented(document, "create_image", full[1])
+
+
+def test_refused_bodies_and_cross_site_changes_match_the_document(
+    client: FlaskClient, document: dict[str, Any], alice: tuple[str, str]
+) -> None:
+    """Attack (on clients): a 415 or a cross-site 403 that the contract does not list."""
+    text = client.post("/api/tags/", data="name=cats", content_type="text/plain", auth=alice)
+    foreign = client.post(
+        "/api/tags/", json={"name": "cats"}, headers={"Origin": "https://other.example"}, auth=alice
+    )
+
+    assert (text.status_code, foreign.status_code) == (415, 403)
+    assert_documented(document, "create_tag", text)
+    assert_documented(document, "create_tag", foreign)
+
+
+def test_a_presigned_redirect_matches_the_document(
+    make_app: Callable[..., Flask], s3_settings: dict[str, Any], alice: tuple[str, str]
+) -> None:
+    """Attack (on clients): a redirect to the object store that breaks the contract."""
+    app = make_app(**s3_settings, S3_PRESIGNED_DOWNLOAD_SECONDS=60)
+    client = app.test_client()
+    data = {"image": (io.BytesIO(image_bytes()), "photo.png")}
+    image = client.post("/api/images/", data=data, auth=alice).json
+
+    redirect = client.get(f"/api/images/{image['id']}/file", auth=alice)
+
+    assert redirect.status_code == 302
+    assert_documented(client.get("/api/openapi.json").json, "get_image_file", redirect)
 
 
 # The Swagger UI page

@@ -46,9 +46,10 @@ def doc(
     """Describe a view for the OpenAPI document.
 
     `response` is the schema of the success body (`page=True`: of each row of a page), or a
-    tuple of the schemas it may have; a non-JSON `media_type` without a schema means a file.
-    400, 401 and 429 (unless `public`), 404 (for routes with parameters and pages), 409 (for
-    changes: a concurrent change), 413 and 415 (for bodies) are added; `errors` names the others.
+    tuple of the schemas it may have; a non-JSON `media_type` without a schema means a file
+    download (`image/*`: in any image type the app sends). The statuses that follow from the
+    route, method, body, security and files are added (`document.error_statuses`); `errors`
+    names the others.
     """
     described = Described(
         response, status, page, media_type, tuple(errors), public, schemes, headers or {}

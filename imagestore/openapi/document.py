@@ -13,6 +13,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema, fields
+from PIL import Image as PILImage
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import FloatConverter, IntegerConverter, Rule, UUIDConverter
 
@@ -29,6 +30,24 @@ ROUTE_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 RETRY_AFTER = {
     "description": "Whole seconds until a Basic login from this client is checked again.",
     "schema": {"type": "integer", "minimum": 1},
+}
+OCTET_STREAM = "application/octet-stream"
+# What a view's `doc(media_type=...)` says of a file in any of the image types the app sends.
+IMAGE_FILES = "image/*"
+# Thumbnails are WebP, whatever their original (imaging.make_thumbnail).
+THUMBNAIL_MEDIA_TYPE = "image/webp"
+# Pillow opens a multi-picture JPEG, as cameras write them, as MPO; the service keeps the media
+# type Pillow names for what it opened.
+OPENED_AS = {"JPEG": ("MPO",)}
+# The request headers of conditional and range requests that a file download answers
+# (storage.send: werkzeug decides as for any file it sends).
+FILE_REQUEST_HEADERS = {
+    "Range": "One range of bytes, such as `bytes=0-1023`: 206 with that part; 416 when the"
+    " range is past the end of the file or not one range of bytes.",
+    "If-Range": "The ETag or Last-Modified the client holds: the Range is sent only if the file"
+    " is still that one, the whole file otherwise.",
+    "If-None-Match": "ETags the client holds: 304 when one is the file's.",
+    "If-Modified-Since": "An HTTP date: 304 when the file is not newer.",
 }
 
 
@@ -85,7 +104,10 @@ class DocumentBuilder:
             security=[{name: []} for name in SECURITY_SCHEMES],  # public operations say []
             info={
                 "description": "Images, their tags and a log of every API call. Errors are"
-                " RFC 9457 problem details. Try any route here: Authorize first."
+                " RFC 9457 problem details. Try any route here: Authorize first. Behind its"
+                " nginx (`python -m imagestore.serve`), any request may also get nginx's own"
+                " answers, as problem details too: 408, 414 or 431 for a slow or oversized"
+                " request, 502, 503 or 504 while the application server is down or slow."
             },
         )
         self.plugin.converter.add_attribute_function(field_openapi_schema)
@@ -125,19 +147,27 @@ class DocumentBuilder:
         blueprint = rule.endpoint.partition(".")[0]
         self.tag(blueprint)
         summary, _, description = (inspect.getdoc(view) or "").partition("\n")
+        parameters = path_parameters(rule) + self.query_parameters(inputs)
+        if sends_file(described):
+            parameters += [
+                {"in": "header", "name": name, "description": text, "schema": {"type": "string"}}
+                for name, text in FILE_REQUEST_HEADERS.items()
+            ]
+        body = self.request_body(inputs)
+        reads_files = any(location == "files" for location, _ in inputs)
         operation: dict[str, Any] = {
             "tags": [blueprint],
             "operationId": self.operation_id(rule, method),
             "summary": summary.strip(),
-            "parameters": path_parameters(rule) + self.query_parameters(inputs),
-            "responses": self.responses(rule, method, described, has_body=False),
+            "parameters": parameters,
         }
         if description.strip():
             operation["description"] = description.strip()
-        body = self.request_body(inputs)
         if body:
             operation["requestBody"] = body
-            operation["responses"] = self.responses(rule, method, described, has_body=True)
+        operation["responses"] = self.responses(
+            rule, method, described, has_body=body is not None, reads_files=reads_files
+        )
         if described.public:
             operation["security"] = []
         elif described.schemes != tuple(SECURITY_SCHEMES):
@@ -209,9 +239,34 @@ class DocumentBuilder:
         return merged
 
     def responses(
-        self, rule: Rule, method: str, described: Described, has_body: bool
+        self, rule: Rule, method: str, described: Described, has_body: bool, reads_files: bool
     ) -> dict[str, Any]:
-        """Describe the success response and every error the operation can answer."""
+        """Describe the success response and every other status the operation can answer."""
+        if sends_file(described):
+            responses = self.file_responses(described)
+        else:
+            responses = {str(described.status): self.success(described)}
+        errors = error_statuses(rule, method, described, has_body, reads_files)
+        for code, reasons in sorted(errors.items()):
+            responses[str(code)] = {
+                "description": " ".join([f"{HTTP_STATUS_CODES[code]}.", *reasons]),
+                "content": {PROBLEM_JSON: {"schema": self.problem}},
+            }
+        if 429 in errors:
+            responses["429"]["headers"] = {"Retry-After": RETRY_AFTER}
+        if 415 in errors:
+            responses["415"]["headers"] = {
+                name: header("The media types of bodies this operation reads.", required=False)
+                for name in ("Accept-Post", "Accept-Patch")
+            }
+        if 416 in errors:
+            responses["416"]["headers"] = {
+                "Content-Range": header("The file's length in bytes: `bytes */<length>`.")
+            }
+        return responses
+
+    def success(self, described: Described) -> dict[str, Any]:
+        """Describe the success response of an operation that answers JSON, or nothing."""
         success: dict[str, Any] = {"description": HTTP_STATUS_CODES[described.status]}
         if described.response is not None:
             shapes = described.response
@@ -222,31 +277,83 @@ class DocumentBuilder:
             schema = refs[0] if len(refs) == 1 else {"oneOf": refs}
             success["content"] = {described.media_type: {"schema": schema}}
         elif described.status != 204:
-            schema = {"type": "object"} if described.media_type == JSON else BINARY
-            success["content"] = {described.media_type: {"schema": schema}}
+            success["content"] = {JSON: {"schema": {"type": "object"}}}
         if described.headers:
             success["headers"] = {
                 name: {"description": text, "schema": {"type": "string"}}
                 for name, text in described.headers.items()
             }
-        codes = {400, *described.errors}
-        if not described.public:
-            codes |= {401, 429}  # 429: a Basic login throttled after failed ones (throttle.py)
-        if described.page or ROUTE_VARIABLE.search(rule.rule):
-            codes.add(404)
-        if has_body:
-            codes |= {413, 415}  # 415: a body in a media type the operation does not read
-        if method != "GET":
-            codes.add(409)  # a concurrent request changed the same rows (errors.py)
-        responses: dict[str, Any] = {str(described.status): success}
-        for code in sorted(codes):
-            responses[str(code)] = {
-                "description": HTTP_STATUS_CODES[code],
-                "content": {PROBLEM_JSON: {"schema": self.problem}},
+        return success
+
+    def file_responses(self, described: Described) -> dict[str, Any]:
+        """Describe a file download: its bytes, a part of them, or that the client's copy holds.
+
+        The file is binary in each media type it may have, and in `application/octet-stream`,
+        which clients that know no image type (generated ones) read as bytes.
+        """
+        media_types = [*self.file_media_types(described.media_type), OCTET_STREAM]
+        content = {media_type: {"schema": BINARY} for media_type in media_types}
+        max_age = self.app.config["FILE_CACHE_SECONDS"]
+        cache_control = header(f"`private, max-age={max_age}`: kept by the client alone.")
+        etag = header("The file's SHA-256, quoted; a thumbnail's adds `-<size>`.")
+        sent = {
+            "ETag": etag,
+            "Last-Modified": header("When the image was uploaded."),
+            "Cache-Control": cache_control,
+            "Content-Disposition": header(
+                "`inline`, with the file's name (a thumbnail's ends in `-<size>.webp`)."
+            ),
+            "Accept-Ranges": header("`bytes`: a `Range` may ask for part of the file."),
+            "Content-Security-Policy": header(
+                "`sandbox`: opened in a browser, the file runs no script."
+            ),
+        }
+        listed = ", ".join(media_types[:-1])
+        responses = {
+            "200": {
+                "description": f"The file, in its own media type ({listed}; a thumbnail is"
+                " image/webp). application/octet-stream is listed for clients that read any"
+                " binary body as bytes: the service always names the image's type.",
+                "headers": sent,
+                "content": content,
+            },
+            "206": {
+                "description": "The range of bytes that `Range` asked for.",
+                "headers": sent
+                | {"Content-Range": header("The part sent: `bytes <first>-<last>/<length>`.")},
+                "content": content,
+            },
+            "304": {
+                "description": "The client's copy is the file (`If-None-Match`,"
+                " `If-Modified-Since`): no body.",
+                "headers": {"ETag": etag, "Cache-Control": cache_control},
+            },
+        }
+        seconds = getattr(self.app.extensions.get("imagestore.storage"), "presign_seconds", 0)
+        if seconds:
+            responses["302"] = {
+                "description": "The file is fetched from the object store: `Location` is a"
+                f" presigned URL, valid {seconds} seconds, that answers as above.",
+                "headers": {
+                    "Location": header("The presigned URL of the file."),
+                    "Cache-Control": header(f"`private, max-age={seconds}`: the URL's life."),
+                },
+                # The short page that werkzeug's redirect() writes for clients that do not follow.
+                "content": {"text/html": {"schema": {"type": "string"}}},
             }
-        if 429 in codes:
-            responses["429"]["headers"] = {"Retry-After": RETRY_AFTER}
-        return responses
+        return dict(sorted(responses.items()))
+
+    def file_media_types(self, media_type: str) -> list[str]:
+        """Return the media types a file response may have: those of the image formats
+        accepted on upload and of thumbnails, for `image/*`."""
+        if media_type != IMAGE_FILES:
+            return [media_type]
+        PILImage.init()
+        found = []
+        for name in self.app.config["IMAGE_FORMATS"]:
+            for opened in (name, *OPENED_AS.get(name, ())):
+                found.append(PILImage.MIME.get(opened))
+        return list(dict.fromkeys(item for item in [*found, THUMBNAIL_MEDIA_TYPE] if item))
 
     def page_schema(self, row: dict[str, Any]) -> dict[str, Any]:
         """Return a reference to the page envelope of rows of one schema."""
@@ -257,6 +364,51 @@ class DocumentBuilder:
             envelope["required"] = [*envelope["required"], "results"]
             self.spec.components.schema(name, envelope)
         return {"$ref": f"#/components/schemas/{name}"}
+
+
+def sends_file(described: Described) -> bool:
+    """Tell whether an operation answers with a file (a non-JSON body without a schema)."""
+    return described.response is None and described.media_type != JSON
+
+
+def error_statuses(
+    rule: Rule, method: str, described: Described, has_body: bool, reads_files: bool
+) -> dict[int, list[str]]:
+    """Return every error status an operation can answer, with what makes the usual ones.
+
+    This is where the rules live: the statuses that a view's `doc(errors=...)` names come with
+    those that follow from its route, its method, its body, its security and its files.
+    """
+    errors: dict[int, list[str]] = {400: [], **{code: [] for code in described.errors}}
+
+    def add(code: int, reason: str) -> None:
+        errors.setdefault(code, []).append(reason)
+
+    if not described.public:
+        add(401, "Credentials are missing or wrong.")
+        if "basicAuth" in described.schemes:
+            add(429, "Basic logins from this client, or for this user, failed too often.")
+    if described.page or ROUTE_VARIABLE.search(rule.rule):
+        errors.setdefault(404, [])
+    if has_body:
+        add(413, "The body is larger than the upload limit.")
+        add(415, "The body is in a media type this operation does not read.")
+    if method != "GET":
+        add(403, "A change that another site's page sends (Origin, Sec-Fetch-Site) is refused.")
+        add(409, "A concurrent request changed the same data.")
+    if sends_file(described):
+        add(416, "The Range is past the end of the file, or not one range of bytes.")
+    if reads_files or sends_file(described):
+        # Only the file store does I/O in a request (errors.py): uploads stage and place files,
+        # downloads read them and make thumbnails.
+        add(503, "The file store failed; try again later.")
+        add(507, "The file store is full.")
+    return errors
+
+
+def header(description: str, required: bool = True) -> dict[str, Any]:
+    """Describe a response header of text."""
+    return {"description": description, "required": required, "schema": {"type": "string"}}
 
 
 def field_openapi_schema(
