@@ -47,6 +47,10 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 BigID = BigInteger().with_variant(Integer(), "sqlite")
 # Largest id of an INTEGER key: a larger number names no row (and overflows SQLite's binding).
 MAX_ID = 2**31 - 1
+# Ids are never given twice: without AUTOINCREMENT SQLite gives a new row the highest id plus
+# one, the id of the newest row once it is deleted, which cached downloads and tracking rows
+# still name. PostgreSQL's sequences never give an id twice; the option is SQLite's alone.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 
 def utcnow() -> datetime:
@@ -131,6 +135,7 @@ image_tags = Table(
 
 class User(db.Model):
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(150), unique=True)
@@ -181,6 +186,7 @@ class Token(db.Model):
     """A bearer token of a user: only its SHA-256 is stored, the secret is shown once."""
 
     __tablename__ = "tokens"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -216,6 +222,7 @@ class Token(db.Model):
 
 class Tag(db.Model):
     __tablename__ = "tags"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(50))
@@ -271,6 +278,7 @@ class Image(db.Model):
     __table_args__ = (
         Index("ix_images_created_at_id", "created_at", "id"),
         Index("ix_images_size_id", "size", "id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -396,6 +404,7 @@ def images_tagged(names: list[str]) -> Select:
 
 class Tracking(db.Model):
     __tablename__ = "trackings"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     user_id: Mapped[int | None] = mapped_column(

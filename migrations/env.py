@@ -4,6 +4,7 @@ import logging
 from logging.config import fileConfig
 
 from alembic import context
+from alembic.util import CommandError
 from flask import current_app
 
 config = context.config
@@ -43,19 +44,48 @@ def run_migrations_offline():
         context.run_migrations()
 
 
+def set_sqlite_foreign_keys(connection, on):
+    """Turn SQLite's foreign key enforcement on or off (it only changes outside a transaction)."""
+    connection.connection.dbapi_connection.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+
+
+def refuse_broken_references(ctx, step, **kwargs):
+    """Roll back a SQLite migration that left a row referring to no row, naming them."""
+    broken = ctx.connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        rows = "; ".join(f"{table} row {rowid} -> {parent}" for table, rowid, parent, _ in broken)
+        raise CommandError(
+            f"revision {step.up_revision} rolled back: rows would refer to no row: {rows}"
+        )
+
+
 def run_migrations_online():
-    """Run the migrations on a connection of the app's engine."""
+    """Run the migrations on a connection of the app's engine.
+
+    On SQLite foreign keys are off while they run, and checked before each one commits: a
+    batch migration copies a table and drops the old one, and with them on, the drop deletes
+    its rows first, which deletes or empties the rows referring to them (an image's tag links,
+    a user's tokens and tracking rows).
+    """
     configure_args = dict(current_app.extensions["migrate"].configure_args)
     configure_args.setdefault("process_revision_directives", skip_empty_revision)
     with db.engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=db.metadata,
-            render_item=render_item,
-            **configure_args,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            set_sqlite_foreign_keys(connection, on=False)
+            configure_args["on_version_apply"] = refuse_broken_references
+        try:
+            context.configure(
+                connection=connection,
+                target_metadata=db.metadata,
+                render_item=render_item,
+                **configure_args,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+        finally:
+            if sqlite:
+                set_sqlite_foreign_keys(connection, on=True)
 
 
 if context.is_offline_mode():

@@ -82,6 +82,22 @@ def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 @pytest.fixture
+def empty_database_url(tmp_path: Any) -> Iterator[str]:
+    """Return the URL of an empty database: a new SQLite file, or a new PostgreSQL database."""
+    if POSTGRES_URL is None:
+        yield f"sqlite:///{tmp_path}/empty.sqlite"
+        return
+    name = f"imagestore_test_{uuid.uuid4().hex[:12]}"
+    with admin_connection(POSTGRES_URL) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin_connection(POSTGRES_URL) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def database_url(database_template: str, tmp_path: Any) -> Iterator[str]:
     """Return the URL of a migrated, empty database for one test."""
     if POSTGRES_URL is None:

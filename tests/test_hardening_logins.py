@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import PASSWORD, POSTGRES_URL, admin_connection, missing_service
+from conftest import PASSWORD, missing_service
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import inspect, select, text
-from sqlalchemy.engine import make_url
 from werkzeug.security import check_password_hash
 
 from imagestore import auth as auth_module
@@ -113,22 +112,6 @@ def test_set_password_finds_the_user_whatever_the_case(runner, client, alice):
 
     assert result.exit_code == 0, result.output
     assert client.get("/api/", auth=("alice", "new")).status_code == 200
-
-
-@pytest.fixture
-def empty_database_url(tmp_path: Any) -> Iterator[str]:
-    """Return the URL of an empty database: a new SQLite file, or a new PostgreSQL database."""
-    if POSTGRES_URL is None:
-        yield f"sqlite:///{tmp_path}/empty.sqlite"
-        return
-    name = f"imagestore_test_{uuid.uuid4().hex[:12]}"
-    with admin_connection(POSTGRES_URL) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin_connection(POSTGRES_URL) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def migrated_before_folding(make_app: Callable[..., Flask], url: str, names: list[str]) -> Flask:
