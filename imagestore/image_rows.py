@@ -11,7 +11,7 @@ from operator import attrgetter
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Connection, Select, bindparam, select
+from sqlalchemy import BigInteger, Connection, Select, bindparam, select
 
 from .models import Image, Tag, User, image_tags
 from .pagination import count_of, page_window
@@ -43,6 +43,8 @@ MAX_KEPT_TAG_NAMES = 20
 # Arguments of a list that choose no images: a list filtered by tags alone is counted from the
 # image-tag links (`Image.count_tagged`).
 UNFILTERED = frozenset({"page", "page_size", "ordering", "tags"})
+# Largest cursor: as the bound of a walk newest first, it stands past every id.
+MAX_CURSOR = 2**63 - 1
 
 Writer = Callable[[Sequence[Any], list[str]], dict[str, Any]]
 
@@ -56,8 +58,8 @@ def image_rows(query: Select) -> Select:
 IMAGE_BY_ID = image_rows(select(Image).where(Image.id == bindparam("image_id")))
 
 
-def page_queries(filters: dict[str, Any]) -> tuple[Select, Select]:
-    """Return the select of the image rows of the page asked for, and that of the match count.
+def remembered(filters: dict[str, Any], build: Callable[[], Any]) -> Any:
+    """Return the statements that `build` makes of these filters, built once for the same ones.
 
     The same filters give the same statement objects, which SQLAlchemy runs at the least cost.
     """
@@ -69,19 +71,51 @@ def page_queries(filters: dict[str, Any]) -> tuple[Select, Select]:
     )
     queries = PAGE_QUERIES.get(key)
     if queries is None:
-        offset, size = page_window(filters)
-        query = Image.matching(filters)
-        only_tags = filters.get("tags") and all(
-            value in (None, [], "") for name, value in filters.items() if name not in UNFILTERED
-        )
-        count = Image.count_tagged(filters["tags"]) if only_tags else count_of(query)
-        queries = (image_rows(query).limit(size).offset(offset), count)
+        queries = build()
         names = sum(len(value) for value in filters.values() if isinstance(value, list))
         if names <= MAX_KEPT_TAG_NAMES:
             if len(PAGE_QUERIES) >= MAX_PAGE_QUERIES:
                 PAGE_QUERIES.clear()
             PAGE_QUERIES[key] = queries
     return queries
+
+
+def page_queries(filters: dict[str, Any]) -> tuple[Select, Select]:
+    """Return the select of the image rows of the page asked for, and that of the match count."""
+
+    def build() -> tuple[Select, Select]:
+        offset, size = page_window(filters)
+        query = Image.matching(filters)
+        only_tags = filters.get("tags") and all(
+            value in (None, [], "") for name, value in filters.items() if name not in UNFILTERED
+        )
+        count = Image.count_tagged(filters["tags"]) if only_tags else count_of(query)
+        return image_rows(query).limit(size).offset(offset), count
+
+    return remembered(filters, build)
+
+
+def cursor_query(filters: dict[str, Any]) -> tuple[Select, dict[str, int]]:
+    """Return the select of the image rows past the cursor, in id order, and its parameters.
+
+    It reads one row more than a page, which tells whether another page follows. The cursor is
+    a parameter: every page of a walk runs the same statement.
+    """
+    ordering = filters.get("ordering", "-id")
+    oldest_first = ordering == "id"
+    # `page` means nothing to a walk; the walk's filters, its ordering included, key it.
+    walk = {name: value for name, value in filters.items() if name not in ("cursor", "page")}
+
+    def build() -> Select:
+        query = Image.matching(walk | {"ordering": ordering})
+        cursor = bindparam("cursor", type_=BigInteger())
+        query = query.where(Image.id > cursor if oldest_first else Image.id < cursor)
+        return image_rows(query).limit(filters["page_size"] + 1)
+
+    cursor = filters["cursor"] or (0 if oldest_first else MAX_CURSOR)  # empty: the first image
+    # Keyed apart from the pages of the same filters, whatever the cursor.
+    query = remembered(walk | {"cursor": None, "ordering": ordering}, build)
+    return query, {"cursor": cursor}
 
 
 @functools.cache

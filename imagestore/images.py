@@ -22,11 +22,11 @@ from .content import (
 )
 from .errors import abort_with, bad_field, invalid_input
 from .extensions import begin_writes, db
-from .image_rows import IMAGE_BY_ID, page_queries, read_images, write_images
+from .image_rows import IMAGE_BY_ID, cursor_query, page_queries, read_images, write_images
 from .imaging import TooBigToDecode
 from .models import CurrentUser, Image, Tag, User, fold_name, lock_content
 from .openapi import doc
-from .pagination import read_page
+from .pagination import read_keyset_page, read_page
 from .schemas import (
     CreateMissingTags,
     FileArgs,
@@ -166,8 +166,15 @@ def ensure_may_change(image: Image, user: CurrentUser) -> None:
 @auth.login_required
 @use_args(ImageFilters(), location="query")
 def list_images(query_args: dict[str, Any]) -> dict[str, Any]:
-    """Return one page of images, newest first, that match the filters."""
+    """Return one page of images, newest first, that match the filters.
+
+    With `cursor` the page is found by id, below the cursor (above it oldest first), not
+    counted or skipped to: a walk sees each image once, while others are added and deleted.
+    """
     refuse_unknown_filter_values(query_args)
+    if "cursor" in query_args:
+        query, params = cursor_query(query_args)
+        return read_keyset_page(read_images, query, params, query_args)
     page, count = page_queries(query_args)
     return read_page(read_images, page, count, query_args)
 

@@ -304,8 +304,9 @@ class Image(db.Model):
         field = filters.get("ordering", "-created_at")
         column = getattr(cls, field.lstrip("-"))
         query = ordered(select(cls), column, cls.id, descending=field.startswith("-"))
-        # Newest images of one tag: walk the date index, checking the tag (see walk_in_order).
-        walk = len(filters.get("tags") or ()) == 1 and field.lstrip("-") == "created_at"
+        # Images of one tag in date or id order: walk that index, checking the tag (see
+        # walk_in_order); a cursor walk by id then costs what the first page does.
+        walk = len(filters.get("tags") or ()) == 1 and field.lstrip("-") in ("created_at", "id")
         for condition in cls.tag_conditions(filters, walk_in_order(cls.id) if walk else cls.id):
             query = query.where(condition)
         if filters.get("sha256"):

@@ -127,3 +127,24 @@ def keyset_page(query: Select, key: Any, schema: Schema, args: dict[str, Any]) -
         "previous": None,
         "results": schema.dump(rows, many=True),
     }
+
+
+def read_keyset_page(
+    read: Callable[[Connection, Select, dict[str, Any]], list[dict[str, Any]]],
+    query: Select,
+    params: dict[str, Any],
+    args: dict[str, Any],
+) -> dict[str, Any]:
+    """Wrap the rows that `read` writes out of a keyset select as `keyset_page` does.
+
+    The select reads one row more than a page: that row, dropped, tells that another follows.
+    """
+    size = args["page_size"]
+    with db.engine.connect() as connection:
+        results = read(connection, query, params)
+    return {
+        "count": None,
+        "next": cursor_url(results[size - 1]["id"]) if len(results) > size else None,
+        "previous": None,
+        "results": results[:size],
+    }

@@ -215,6 +215,15 @@ class Checksum(fields.String):
         return text
 
 
+class Cursor(fields.Integer):
+    """A keyset cursor: the id past which a list goes on; empty (or 0) starts at its first row."""
+
+    def _deserialize(self, value: Any, attr, data, **kwargs) -> int:
+        if value == "":
+            return 0
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class PageArgs(Schema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
     page_size = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100))
@@ -381,9 +390,18 @@ class BulkDelete(Input):
 
 
 IMAGE_ORDERINGS = ["created_at", "-created_at", "size", "-size", "id", "-id"]
+# A cursor is an id: it walks the images by id, newest (the default) or oldest first.
+CURSOR_ORDERINGS = ["-id", "id"]
 
 
 class ImageFilters(PageArgs):
+    cursor = Cursor(
+        validate=validate.Range(min=0, max=2**63 - 1),
+        metadata={
+            "description": "Keyset paging by id: images below this id (above it with"
+            " `ordering=id`), no count (`next` goes on); empty starts at the newest (oldest)."
+        },
+    )
     tags = TagNames(
         metadata={"description": "Images having all of these tags (an unknown tag: none)."}
     )
@@ -409,13 +427,29 @@ class ImageFilters(PageArgs):
     )
     min_width = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
     min_height = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
-    ordering = fields.String(load_default="-created_at", validate=validate.OneOf(IMAGE_ORDERINGS))
+    # No default here: pages are ordered -created_at unless asked, cursors -id (Image.matching).
+    ordering = fields.String(
+        validate=validate.OneOf(IMAGE_ORDERINGS),
+        metadata={
+            "default": "-created_at",
+            "description": "With `cursor`, only `-id` (then the default) or `id`.",
+        },
+    )
 
     @validates_schema
     def dates_in_order(self, data: dict[str, Any], **kwargs: Any) -> None:
         start, end = data.get("start_date"), data.get("end_date")
         if start and end and end < start:
             raise ValidationError("Must not be before start_date.", field_name="end_date")
+
+    @validates_schema
+    def cursor_walks_by_id(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "cursor" in data and data.get("ordering", "-id") not in CURSOR_ORDERINGS:
+            raise ValidationError(
+                "A cursor walks the images by id: give ordering=-id (newest first, the default"
+                " with a cursor) or ordering=id (oldest first), or use pages for this ordering.",
+                field_name="ordering",
+            )
 
 
 # Trackings
@@ -439,15 +473,6 @@ class TrackingSchema(Schema):
     truncated = fields.Boolean()
     created_at = Timestamp()
     request_id = fields.String(allow_none=True)
-
-
-class Cursor(fields.Integer):
-    """A keyset cursor: list the rows below this id; empty (or 0) starts at the newest row."""
-
-    def _deserialize(self, value: Any, attr, data, **kwargs) -> int:
-        if value == "":
-            return 0
-        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class TrackingFilters(PageArgs):

@@ -1,8 +1,9 @@
-"""Ids are never given twice: each test sends an attack."""
+"""Ids are never given twice, and image lists are walked by cursor: each test sends an attack."""
 
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -11,9 +12,11 @@ from conftest import PASSWORD, POSTGRES_URL, image_bytes
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import inspect, select, text
+from sqlalchemy.orm import joinedload, selectinload
 
 from imagestore.extensions import db
-from imagestore.models import Tag, User
+from imagestore.models import Image, Tag, User
+from imagestore.schemas import image_schema
 
 SQLITE_ONLY = pytest.mark.skipif(POSTGRES_URL is not None, reason="SQLite's own behaviour")
 # The last revision under which SQLite gave a deleted row's id to the next row.
@@ -237,3 +240,160 @@ def test_upgrade_refuses_a_database_with_rows_referring_to_no_row(before_autoinc
         assert connection.execute(text("SELECT sql FROM sqlite_master")).all() == tables_before
         revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     assert revision == BEFORE_AUTOINCREMENT
+
+
+# Walking image lists with a cursor
+
+
+def walk(
+    client: FlaskClient, auth: tuple[str, str], url: str, between: Callable[[int], None]
+) -> list[int]:
+    """Follow `next` from `url` to the end; call `between(pages read)` before each next page."""
+    seen, pages = [], 0
+    while url:
+        response = client.get(url, auth=auth)
+        assert response.status_code == 200, response.json
+        seen += [image["id"] for image in response.json["results"]]
+        url, pages = response.json["next"], pages + 1
+        if url:
+            between(pages)
+    return seen
+
+
+@pytest.fixture
+def busy_list(client, alice, upload) -> tuple[list[int], Callable[[int], None], list[int]]:
+    """Upload 9 images; return their ids, a step that uploads and deletes between pages (a
+    new image after the first page, the two newest seen and the oldest after the second),
+    and the ids it deleted."""
+    ids = [upload_new(upload, alice, number) for number in range(9)]
+    deleted = []
+
+    def between(pages: int) -> None:
+        if pages == 1:
+            upload_new(upload, alice, 9)
+        if pages == 2:
+            for image_id in (ids[-1], ids[-2], ids[0]):
+                assert client.delete(f"/api/images/{image_id}/", auth=alice).status_code == 204
+                deleted.append(image_id)
+
+    return ids, between, deleted
+
+
+def test_a_cursor_walk_sees_each_image_once_while_others_come_and_go(client, alice, busy_list):
+    """Attack: images uploaded and deleted between the pages of a walk by cursor; every image
+    that existed throughout is seen exactly once, newest first."""
+    ids, between, deleted = busy_list
+
+    seen = walk(client, alice, "/api/images/?cursor=&page_size=3", between)
+
+    throughout = [image_id for image_id in reversed(ids) if image_id not in deleted]
+    assert [image_id for image_id in seen if image_id in throughout] == throughout
+    assert seen == sorted(set(seen), reverse=True)  # each once, in order
+
+
+def test_a_page_walk_duplicates_and_skips_while_others_come_and_go(client, alice, busy_list):
+    """The problem cursors solve: the same changes between `page=` pages show an image twice
+    (an upload pushed it onto the next page) and never show another (deletes pulled it back)."""
+    ids, between, deleted = busy_list
+
+    seen = walk(client, alice, "/api/images/?page=1&page_size=3", between)
+
+    throughout = {image_id for image_id in ids if image_id not in deleted}
+    assert [image_id for image_id, times in Counter(seen).items() if times > 1] == [ids[-3]]
+    assert throughout - set(seen) == {ids[2], ids[3]}
+
+
+def test_a_cursor_page_has_no_count_and_keeps_the_filters(client, alice, upload, make_tag):
+    """Attack: a filtered walk whose `next` dropped the filter, or counted every row."""
+    make_tag("cat", alice)
+    cats = [upload_new(upload, alice, n, tags=["cat"] if n % 2 else []) for n in range(7)][1::2]
+
+    first = client.get("/api/images/?cursor=&tags=cat&page_size=2", auth=alice).json
+    second = client.get(first["next"], auth=alice).json
+
+    assert first["count"] is None and first["previous"] is None
+    assert [image["id"] for image in first["results"]] == cats[:0:-1]
+    assert "tags=cat" in first["next"] and "page_size=2" in first["next"]
+    assert f"cursor={cats[1]}" in first["next"]
+    assert [image["id"] for image in second["results"]] == [cats[0]]
+    assert second["next"] is None
+
+
+def test_a_cursor_walks_oldest_first_and_picks_up_only_newer_images(client, alice, upload):
+    """Attack: a script that syncs new images by remembering the last id it saw must get the
+    images uploaded since, oldest first, and none it already had."""
+    ids = [upload_new(upload, alice, number) for number in range(5)]
+
+    first = client.get("/api/images/?cursor=&ordering=id&page_size=3", auth=alice).json
+    later = upload_new(upload, alice, 5)
+    rest = client.get(first["next"], auth=alice).json
+    since = client.get(f"/api/images/?cursor={ids[-1]}&ordering=id", auth=alice).json
+
+    assert [image["id"] for image in first["results"]] == ids[:3]
+    assert "ordering=id" in first["next"]
+    assert [image["id"] for image in rest["results"]] == [*ids[3:], later]
+    assert rest["next"] is None
+    assert [image["id"] for image in since["results"]] == [later]
+
+
+def test_a_cursor_past_every_image_is_an_empty_page(client, alice, upload):
+    """Attack: a cursor below the first id: an empty last page, not an error or a 404."""
+    upload_new(upload, alice, 1)
+
+    page = client.get("/api/images/?cursor=1", auth=alice).json
+
+    assert page == {"count": None, "next": None, "previous": None, "results": []}
+
+
+@pytest.mark.parametrize("cursor", ["abc", "-1", "1.5", "1e3", " ", str(2**63), "9" * 30])
+def test_a_bad_cursor_is_400(client, alice, cursor):
+    """Attack: cursors that are no id (text, negative, fractional, past 64 bits)."""
+    response = client.get("/api/images/", query_string={"cursor": cursor}, auth=alice)
+
+    assert response.status_code == 400
+    assert list(response.json["errors"]["query"]) == ["cursor"]
+
+
+@pytest.mark.parametrize("ordering", ["-created_at", "created_at", "size", "-size"])
+def test_a_cursor_with_an_ordering_it_cannot_follow_is_400(client, alice, ordering):
+    """Attack: a walk by size or date with an id cursor would skip and repeat images."""
+    response = client.get(f"/api/images/?cursor=&ordering={ordering}", auth=alice)
+
+    assert response.status_code == 400
+    assert "ordering=-id" in response.json["errors"]["query"]["ordering"][0]
+
+
+def test_a_cursor_page_is_what_the_schema_dumps(app, client, alice, bob, upload, make_tag):
+    """Attack on the fast path: a cursor page written from rows must equal `ImageSchema`'s
+    dump of the same images (tags in order, an uploader gone, URLs)."""
+    for name in ("Zebra", "apple"):
+        make_tag(name, alice)
+    upload_new(upload, alice, 1, tags=["Zebra", "apple"])
+    upload_new(upload, bob, 2)
+    with app.app_context():
+        db.session.execute(text("UPDATE images SET created_by_id = NULL WHERE id = 2"))
+        db.session.commit()
+
+    page = client.get("/api/images/?cursor=", auth=alice).json
+
+    with app.test_request_context("/api/images/"):
+        query = (
+            select(Image)
+            .order_by(Image.id.desc())
+            .options(selectinload(Image.tags), joinedload(Image.created_by))
+        )
+        expected = image_schema.dump(db.session.scalars(query).all(), many=True)
+    assert page["results"] == expected
+    assert [image["created_by"] for image in expected] == [None, "alice"]
+
+
+def test_the_openapi_document_describes_the_cursor(client):
+    """Attack (on generated clients): a parameter missing from the document cannot be sent."""
+    document = client.get("/api/openapi.json").json
+    parameters = document["paths"]["/api/images/"]["get"]["parameters"]
+    by_name = {parameter["name"]: parameter for parameter in parameters}
+
+    assert by_name["cursor"]["in"] == "query"
+    assert by_name["cursor"]["schema"]["type"] == "integer"
+    assert "Keyset" in by_name["cursor"]["description"]
+    assert by_name["ordering"]["schema"]["default"] == "-created_at"
