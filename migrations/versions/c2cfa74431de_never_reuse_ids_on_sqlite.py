@@ -2,7 +2,7 @@
 
 Revision ID: c2cfa74431de
 Revises: 4aada2bbcdcf
-Create Date: 2026-12-04 09:00:00
+Create Date: 2026-12-02 08:30:00
 
 Without AUTOINCREMENT, SQLite gives a new row the highest id in its table plus one, so the id
 of the newest row, once deleted, is given again. Each table is copied into one declared with
