@@ -8,7 +8,7 @@ from flask import Blueprint, Response, abort, current_app, url_for
 from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
-from werkzeug.exceptions import Conflict
+from werkzeug.exceptions import Conflict, PreconditionFailed
 
 from .auth import auth
 from .content import (
@@ -20,7 +20,7 @@ from .content import (
     release_content,
     thumbnail,
 )
-from .errors import abort_with, bad_field, invalid_input
+from .errors import abort_with, bad_field, invalid_input, problem_response
 from .extensions import begin_writes, db
 from .image_rows import IMAGE_BY_ID, cursor_query, page_queries, read_images, write_images
 from .imaging import TooBigToDecode
@@ -331,6 +331,8 @@ def get_image_file(image_id: int, query_args: dict[str, Any]) -> Response:
     response = get_storage().send(
         key, mimetype=mimetype, etag=etag, filename=filename, last_modified=image.created_at
     )
+    if response.status_code == 412:  # werkzeug's 412 would carry the file itself
+        return problem_response(PreconditionFailed("The file is not the one If-Match names."))
     if response.status_code != 302:  # a presigned redirect is cached only while it lives
         max_age = current_app.config["FILE_CACHE_SECONDS"]
         response.headers["Cache-Control"] = f"private, max-age={max_age}"

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import BinaryIO
 from urllib.parse import quote, urlsplit
 
-from flask import Flask, Response, current_app, redirect, request, send_file
+from flask import Flask, Response, current_app, request, send_file
 from werkzeug.http import dump_options_header
 
 log = logging.getLogger(__name__)
@@ -352,7 +352,9 @@ class S3Storage(Storage):
             url = self.client.generate_presigned_url(
                 "get_object", Params=params, ExpiresIn=self.presign_seconds
             )
-        response = redirect(url, code=302)
+        # No body: werkzeug's redirect() writes an HTML page, and the API answers no HTML.
+        response = Response(status=302, headers={"Location": url})
+        del response.headers["Content-Type"]
         # A cached redirect must not outlive the URL it points to.
         response.headers["Cache-Control"] = f"private, max-age={self.presign_seconds}"
         return response

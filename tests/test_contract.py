@@ -4,12 +4,14 @@ the real reason."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import image_bytes
 from flask.testing import FlaskClient
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -358,3 +360,35 @@ def test_make_test_installs_the_test_extra(tmp_path: Any) -> None:
     commands = make_dry_run("test", tmp_path)
 
     assert "pip install --quiet -e '.[test]'" in commands
+
+
+# Downloads answer no HTML
+
+
+def test_a_download_whose_if_match_fails_is_a_412_problem_not_the_file(
+    client: FlaskClient, alice: tuple[str, str], image: dict[str, Any]
+) -> None:
+    """`If-Match` naming another version: werkzeug answered 412 with the whole file."""
+    response = client.get(
+        f"/api/images/{image['id']}/file", headers={"If-Match": '"another"'}, auth=alice
+    )
+
+    assert response.status_code == 412
+    assert response.content_type == "application/problem+json"
+    assert response.json["detail"] == "The file is not the one If-Match names."
+
+
+def test_a_presigned_download_redirect_has_no_html_body(
+    make_app: Any, s3_settings: dict[str, Any], alice: tuple[str, str]
+) -> None:
+    """A redirect to the object store carried werkzeug's HTML "Redirecting..." page."""
+    client = make_app(**s3_settings, S3_PRESIGNED_DOWNLOAD_SECONDS=60).test_client()
+    data = {"image": (io.BytesIO(image_bytes()), "photo.png")}
+    image = client.post("/api/images/", data=data, auth=alice).json
+
+    response = client.get(f"/api/images/{image['id']}/file", auth=alice)
+
+    assert response.status_code == 302
+    assert response.data == b""
+    assert "Content-Type" not in response.headers
+    assert response.headers["Location"].startswith("http")

@@ -46,6 +46,7 @@ FILE_REQUEST_HEADERS = {
     " range is past the end of the file or not one range of bytes.",
     "If-Range": "The ETag or Last-Modified the client holds: the Range is sent only if the file"
     " is still that one, the whole file otherwise.",
+    "If-Match": "ETags the client expects: 412 unless one is the file's.",
     "If-None-Match": "ETags the client holds: 304 when one is the file's.",
     "If-Modified-Since": "An HTTP date: 304 when the file is not newer.",
 }
@@ -328,6 +329,10 @@ class DocumentBuilder:
                 " `If-Modified-Since`): no body.",
                 "headers": {"ETag": etag, "Cache-Control": cache_control},
             },
+            "412": {
+                "description": "The file is not the one `If-Match` names.",
+                "content": {PROBLEM_JSON: {"schema": self.problem}},
+            },
         }
         seconds = getattr(self.app.extensions.get("imagestore.storage"), "presign_seconds", 0)
         if seconds:
@@ -338,8 +343,6 @@ class DocumentBuilder:
                     "Location": header("The presigned URL of the file."),
                     "Cache-Control": header(f"`private, max-age={seconds}`: the URL's life."),
                 },
-                # The short page that werkzeug's redirect() writes for clients that do not follow.
-                "content": {"text/html": {"schema": {"type": "string"}}},
             }
         return dict(sorted(responses.items()))
 
