@@ -483,7 +483,7 @@ def fill_directly(env: dict[str, str], images: int, trackings: int) -> tuple[dat
         from sqlalchemy import text
 
         from imagestore import create_app
-        from imagestore.extensions import db
+        from imagestore.db import db
         from imagestore.models import Image, Tag, Tracking, image_tags
 
         app = create_app()

@@ -21,9 +21,8 @@ from sqlalchemy import select
 from werkzeug.exceptions import Forbidden, Unauthorized
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .driver import fetch_one
+from .db import db, fetch_one
 from .errors import problem_response
-from .extensions import db
 from .models import CurrentUser, Token, User, utcnow
 from .throttle import LoginThrottle, init_throttle
 

@@ -7,8 +7,8 @@ from werkzeug.exceptions import Forbidden
 
 from .auth import auth
 from .content import release_content
+from .db import db, writes
 from .errors import abort_with, bad_field
-from .extensions import begin_writes, db
 from .image_rows import write_images
 from .images import bp, find_tags
 from .models import Image, fold_name
@@ -47,13 +47,13 @@ def ensure_may_change_all(images: list[Image]) -> None:
 @bp.post("/bulk-tag/")
 @doc(ImageSchema(many=True), errors=(403,))
 @auth.login_required
+@writes
 @use_args(CreateMissingTags(), location="query")
 @use_args(BulkTag(), location="json_or_form")
 def bulk_tag_images(
     query_args: dict[str, Any], json_or_form_args: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Add tags to and remove tags from many images, all in one transaction."""
-    begin_writes()
     images = find_images(json_or_form_args["images"])
     ensure_may_change_all(images)
     create_missing = query_args["create_missing_tags"]
@@ -75,10 +75,10 @@ def bulk_tag_images(
 @bp.post("/bulk-delete/")
 @doc(status=204, errors=(403,))
 @auth.login_required
+@writes
 @use_args(BulkDelete(), location="json_or_form")
 def bulk_delete_images(json_or_form_args: dict[str, Any]) -> tuple[str, int]:
     """Delete many images in one transaction, then the files no image uses any more."""
-    begin_writes()
     images = find_images(json_or_form_args["images"])
     ensure_may_change_all(images)
     contents = {(image.sha256, image.file_key) for image in images}

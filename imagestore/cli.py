@@ -8,7 +8,7 @@ from flask.cli import AppGroup
 from sqlalchemy.exc import IntegrityError
 
 from .auth import hash_password
-from .extensions import db
+from .db import db
 from .models import Token, User
 
 users_cli = AppGroup("users", help="Create and manage user accounts.")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
-from .extensions import begin_writes, db
+from .db import db
 from .imaging import (
     MB,
     DecodeLimits,
@@ -144,7 +144,7 @@ def checked_uploads(uploads: list[FileStorage]) -> Iterator[list[CheckedUpload]]
 def place_and_commit(uploads: list[CheckedUpload], images: list[Image]) -> None:
     """Move checked uploads into place and commit their rows, in one locked transaction.
 
-    The caller has called `begin_writes()` and added the rows (and anything else) to the
+    The caller is a `@writes` view, and has added the rows (and anything else) to the
     session. On any failure nothing stays: the rows are rolled back and placed files that no
     other row uses are removed.
     """
@@ -168,7 +168,6 @@ def release_content(sha256: str, key: str) -> None:
     """Remove a content's file and its thumbnails once no image row uses them."""
     storage = get_storage()
     try:
-        begin_writes()
         lock_content(sha256)
         if Image.first_with_content(sha256) is None:
             storage.delete(key)

@@ -12,7 +12,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from .extensions import db
+from .db import db
 
 MIGRATIONS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
 

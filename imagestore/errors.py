@@ -17,7 +17,7 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
-from .extensions import db
+from .db import db
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 from werkzeug.exceptions import ServiceUnavailable
 
+from .db import db
 from .errors import PROBLEM_JSON, error_body
-from .extensions import db
 from .storage import get_storage
 
 bp = Blueprint("health", __name__)

@@ -20,8 +20,8 @@ from .content import (
     release_content,
     thumbnail,
 )
+from .db import MAX_ID, db, writes
 from .errors import abort_with, bad_field, invalid_input, problem_response
-from .extensions import begin_writes, db
 from .image_rows import IMAGE_BY_ID, cursor_query, page_queries, read_images, write_images
 from .imaging import TooBigToDecode
 from .models import CurrentUser, Image, Tag, User, fold_name, lock_content
@@ -49,9 +49,6 @@ log = logging.getLogger(__name__)
 # Formats Pillow also reports for files it opens as an accepted one: a JPEG with more pictures
 # after the first is an MPO.
 STORED_AS_WELL = {"JPEG": ("MPO",)}
-# Largest id an integer column holds; a bigger id in a URL names no image (checked in the
-# view: a `max=` on the route would turn PATCH or DELETE of such an id into a 405).
-MAX_ID = 2**31 - 1
 
 
 def find_image(image_id: int, for_update: bool = False) -> Image:
@@ -187,6 +184,7 @@ def list_images(query_args: dict[str, Any]) -> dict[str, Any]:
     headers={"Location": "URL of the new image (one file only)"},
 )
 @auth.login_required
+@writes
 @use_args(ImageUploadArgs(), location="query")
 @use_args(ImageUploadForm(), location="form")
 @use_args(ImageUploadFiles(), location="files")
@@ -201,7 +199,6 @@ def create_image(
     db.session.rollback()
     try:
         with checked_uploads(uploads) as checked:
-            begin_writes()
             tags = find_tags(form_args["tags"], "form", create_missing=create_missing)
             if query_args["on_duplicate"] == "reject":
                 refuse_duplicates(checked)
@@ -251,6 +248,7 @@ def get_image(image_id: int) -> dict[str, Any]:
 @bp.put("/<int:image_id>/")
 @doc(image_schema, errors=(403,))
 @auth.login_required
+@writes
 @use_args(CreateMissingTags(), location="query")
 @use_args(ImageUpdate(), location="json_or_form")
 def replace_image_tags(
@@ -263,6 +261,7 @@ def replace_image_tags(
 @bp.patch("/<int:image_id>/")
 @doc(image_schema, errors=(403,))
 @auth.login_required
+@writes
 @use_args(CreateMissingTags(), location="query")
 @use_args(ImagePatch(), location="json_or_form")
 def update_image_tags(
@@ -274,7 +273,6 @@ def update_image_tags(
 
 def retag(image_id: int, args: dict[str, Any], create_missing: bool) -> dict[str, Any]:
     """Give an image the tags named in `args`, if any, after checking who asks."""
-    begin_writes()
     image = find_image(image_id, for_update=True)
     ensure_may_change(image, auth.current_user())
     if "tags" in args:
@@ -286,9 +284,9 @@ def retag(image_id: int, args: dict[str, Any], create_missing: bool) -> dict[str
 @bp.delete("/<int:image_id>/")
 @doc(status=204, errors=(403,))
 @auth.login_required
+@writes
 def delete_image(image_id: int) -> tuple[str, int]:
     """Delete an image, then its file once no other image uses the same bytes."""
-    begin_writes()
     image = find_image(image_id, for_update=True)
     ensure_may_change(image, auth.current_user())
     sha256, key = image.sha256, image.file_key

@@ -64,18 +64,6 @@ handler = StderrHandler()
 handler.setFormatter(JSONFormatter())
 
 
-def log_level(value: str | int) -> int:
-    """Return the numeric logging level of a setting such as "INFO"; refuse unknown names."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    level = logging.getLevelNamesMapping().get(str(value).strip().upper())
-    if level is None:
-        raise ValueError(
-            f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {value!r}"
-        )
-    return level
-
-
 def request_id() -> str:
     """Return the current request's id: the client's X-Request-ID when sane, else a new one."""
     if "request_id" not in g:
@@ -134,7 +122,7 @@ def init_logging(app: Flask) -> None:
     after-request last, so the logged duration covers the whole request.
     """
     logger = logging.getLogger(APP_LOGGER)
-    logger.setLevel(log_level(app.config["LOG_LEVEL"]))
+    logger.setLevel(app.config["LOG_LEVEL"])  # a number (settings.py)
     logger.removeHandler(default_handler)  # Flask's plain-text one, had it been added already
     if handler not in logger.handlers:
         logger.addHandler(handler)

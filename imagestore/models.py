@@ -39,14 +39,12 @@ from sqlalchemy.orm import (
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
-from .extensions import db
+from .db import MAX_ID, db
 
 # PostgreSQL compares and groups JSONB; plain JSON elsewhere.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments an INTEGER primary key.
 BigID = BigInteger().with_variant(Integer(), "sqlite")
-# Largest id of an INTEGER key: a larger number names no row (and overflows SQLite's binding).
-MAX_ID = 2**31 - 1
 # Ids are never given twice: without AUTOINCREMENT SQLite gives a new row the highest id plus
 # one, the id of the newest row once it is deleted, which cached downloads and tracking rows
 # still name. PostgreSQL's sequences never give an id twice; the option is SQLite's alone.

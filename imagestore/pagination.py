@@ -9,8 +9,8 @@ from marshmallow import Schema
 from sqlalchemy import Connection, Select, func, literal_column, select
 from werkzeug.exceptions import NotFound
 
+from .db import db
 from .errors import abort_with
-from .extensions import db
 
 MAX_OFFSET = 2**62
 

@@ -11,7 +11,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .extensions import begin_writes, db
+from .db import db
 from .models import Image, lock_content
 from .storage import CHUNK_SIZE, Storage, StoredObject, get_storage, thumbnail_key
 
@@ -83,7 +83,7 @@ def remove_if_unused(key: str) -> bool:
     if sha256 is None:
         get_storage().delete(key)
         return True
-    begin_writes()
+    db.session.rollback()  # a command's transactions take the write lock (db.begin_sqlite)
     lock_content(sha256.group(1))
     unused = Image.first_with_content(sha256.group(1)) is None
     if unused:

@@ -8,8 +8,8 @@ from sqlalchemy import Connection, Select, insert, literal, select
 from sqlalchemy.orm import joinedload
 
 from .auth import auth
+from .db import db, writes
 from .errors import bad_field
-from .extensions import begin_writes, db
 from .models import CurrentUser, Tag, User, image_tags
 from .openapi import doc
 from .pagination import count_of, page_window, read_page
@@ -81,10 +81,10 @@ def read_tags(connection: Connection, query: Select) -> list[dict[str, Any]]:
 @bp.post("/")
 @doc(tag_schema, status=201, errors=(409,), headers={"Location": "URL of the new tag"})
 @auth.login_required
+@writes
 @use_args(TagInput(), location="json_or_form")
 def create_tag(json_or_form_args: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Create a tag; 409 when one of that name exists."""
-    begin_writes()
     ensure_name_free(json_or_form_args["name"])
     tag = Tag(created_by_id=auth.current_user().id)
     tag.rename(json_or_form_args["name"])
@@ -105,10 +105,10 @@ def get_tag(name: str) -> dict[str, Any]:
 @bp.route("/<name>/", methods=["PUT", "PATCH"])
 @doc(tag_schema, errors=(403, 409))
 @auth.login_required
+@writes
 @use_args(TagInput(), location="json_or_form")
 def update_tag(name: str, json_or_form_args: dict[str, Any]) -> dict[str, Any]:
     """Rename a tag; its images keep it."""
-    begin_writes()
     tag = find_tag(name)
     ensure_may_change(tag, auth.current_user())
     ensure_name_free(json_or_form_args["name"], tag)
@@ -120,9 +120,9 @@ def update_tag(name: str, json_or_form_args: dict[str, Any]) -> dict[str, Any]:
 @bp.delete("/<name>/")
 @doc(status=204, errors=(403,))
 @auth.login_required
+@writes
 def delete_tag(name: str) -> tuple[str, int]:
     """Delete a tag; it leaves every image that had it."""
-    begin_writes()
     tag = find_tag(name)
     ensure_may_change(tag, auth.current_user())
     db.session.delete(tag)
@@ -133,10 +133,10 @@ def delete_tag(name: str) -> tuple[str, int]:
 @bp.post("/<name>/merge/")
 @doc(tag_schema, errors=(403,))
 @auth.login_required
+@writes
 @use_args(TagMerge(), location="json_or_form")
 def merge_tag(name: str, json_or_form_args: dict[str, Any]) -> dict[str, Any]:
     """Give every image of this tag the tag `into`, then delete this tag, in one transaction."""
-    begin_writes()
     source = find_tag(name)
     target = db.session.scalar(Tag.named(json_or_form_args["into"]))
     if target is None:

@@ -24,7 +24,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
@@ -37,14 +37,6 @@ from .models import fold_name
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# The settings of the throttle: each a whole number, at least this.
-SETTINGS = {
-    "LOGIN_FREE_FAILURES_PER_USER": 0,
-    "LOGIN_FREE_FAILURES_PER_ADDRESS": 0,
-    "LOGIN_FAILURE_WINDOW_SECONDS": 1,
-    "LOGIN_LOCK_SECONDS": 1,
-    "LOGIN_MAX_LOCK_SECONDS": 1,
-}
 # A shared storage that does not answer within this many seconds is given up on for the call.
 STORAGE_TIMEOUT_SECONDS = 1
 # How often, at most, an unreachable shared storage is logged.
@@ -58,7 +50,7 @@ SEEN_LOCKS_MAX = 4096
 class LoginThrottle:
     """Counts failed logins and refuses, with 429, the logins that must wait."""
 
-    def __init__(self, storage: Storage, prefix: str, settings: dict[str, int]) -> None:
+    def __init__(self, storage: Storage, prefix: str, settings: Mapping[str, Any]) -> None:
         self.storage = storage
         # Used while the shared storage is unreachable: throttled per process, never a 500.
         self.fallback = MemoryStorage()
@@ -181,21 +173,6 @@ def refuse(seconds: int, what: str) -> NoReturn:
     )
 
 
-def throttle_settings(config: dict[str, Any]) -> dict[str, int]:
-    """Return the throttle's settings, checked: whole numbers, a window that outlasts any lock."""
-    settings = {}
-    for name, least in SETTINGS.items():
-        value = config[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be a whole number, {least} or more, not {value!r}")
-        settings[name] = value
-    if settings["LOGIN_FAILURE_WINDOW_SECONDS"] < settings["LOGIN_MAX_LOCK_SECONDS"]:
-        raise ValueError("LOGIN_FAILURE_WINDOW_SECONDS must be at least LOGIN_MAX_LOCK_SECONDS")
-    if settings["LOGIN_MAX_LOCK_SECONDS"] < settings["LOGIN_LOCK_SECONDS"]:
-        raise ValueError("LOGIN_MAX_LOCK_SECONDS must be at least LOGIN_LOCK_SECONDS")
-    return settings
-
-
 def init_throttle(app: Flask) -> None:
     """Give the app its login throttle, on RATELIMIT_STORAGE_URL (empty: in memory)."""
     url = app.config["RATELIMIT_STORAGE_URL"] or "memory://"
@@ -208,5 +185,5 @@ def init_throttle(app: Flask) -> None:
     app.extensions["imagestore.throttle"] = LoginThrottle(
         storage_from_string(url, **options),
         app.config["RATELIMIT_KEY_PREFIX"],
-        throttle_settings(app.config),
+        app.config,  # the LOGIN_* settings, checked at startup (settings.py)
     )

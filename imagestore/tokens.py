@@ -9,8 +9,8 @@ from typing import Any
 from flask import Blueprint, abort, request
 
 from .auth import auth, auth_method
-from .extensions import begin_writes, db
-from .models import MAX_ID, Token, fold_name, utcnow
+from .db import MAX_ID, db, writes
+from .models import Token, fold_name, utcnow
 from .openapi import doc
 from .pagination import paginate
 from .schemas import TokenFilters, TokenInput, new_token_schema, token_schema, use_args
@@ -24,6 +24,7 @@ TOKEN_PREFIX = "ims_"
 @bp.post("/")
 @doc(new_token_schema, status=201, schemes=("basicAuth",), errors=(403,))
 @auth.login_required
+@writes
 @use_args(TokenInput(), location="json_or_form")
 def create_token(json_or_form_args: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """Create a bearer token for the caller (with a password: a token cannot create one).
@@ -34,7 +35,6 @@ def create_token(json_or_form_args: dict[str, Any]) -> tuple[dict[str, Any], int
         abort(403, description="A token cannot create tokens: authenticate with a password.")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     user_id = auth.current_user().id
-    begin_writes()
     token = Token(
         user_id=user_id,
         name=json_or_form_args["name"],
@@ -65,10 +65,10 @@ def list_tokens(query_args: dict[str, Any]) -> dict[str, Any]:
 @bp.delete("/<int:token_id>/")
 @doc(status=204)
 @auth.login_required
+@writes
 def delete_token(token_id: int) -> tuple[str, int]:
     """Revoke a token of the caller (an admin: any token); from now on it authenticates nobody."""
     caller = auth.current_user()
-    begin_writes()
     token = db.session.get(Token, token_id) if token_id <= MAX_ID else None
     if token is None or not (caller.is_admin or token.user_id == caller.id):
         abort(404, description=f"You have no token with the id {token_id}.")

@@ -7,8 +7,8 @@ from flask.cli import AppGroup
 from sqlalchemy import delete, select
 
 from .cli import find_user, tokens_revoked
-from .extensions import db
-from .models import MAX_ID, Token
+from .db import MAX_ID, db
+from .models import Token
 from .schemas import utc_text
 
 tokens_cli = AppGroup("tokens", help="List and revoke bearer tokens.")

@@ -15,8 +15,7 @@ from flask import Blueprint, Flask, Request, Response, abort, current_app, g, re
 from werkzeug.exceptions import HTTPException
 
 from .auth import auth, auth_method
-from .driver import fetch_one
-from .extensions import db
+from .db import db, fetch_one
 from .logs import request_id
 from .models import Tracking, fold_name, utcnow
 from .openapi import doc
@@ -364,7 +363,6 @@ def record_request(response: Response) -> Response:
         # Closing (not rolling back) keeps the loaded objects readable without a reload.
         if db.session.registry.has():
             db.session.close()
-        g.db_writes = False
         save_tracking(row)
     except Exception:
         log.exception("tracking row lost for %s %s", req.method, req.path[:ENDPOINT_LIMIT])

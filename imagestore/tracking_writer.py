@@ -39,8 +39,7 @@ from sqlalchemy import JSON
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from .driver import driver_sql, fetch_one
-from .extensions import db
+from .db import db, driver_sql, fetch_one
 from .models import Tracking, UTCDateTime
 
 log = logging.getLogger("imagestore.tracking")

@@ -15,7 +15,7 @@ from flask.cli import AppGroup
 from marshmallow import ValidationError
 from sqlalchemy import delete, select
 
-from .extensions import db
+from .db import db
 from .models import Tracking, utcnow
 from .schemas import TrackingFilters, tracking_schema
 

@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 
 from imagestore import create_app
 from imagestore.auth import hash_password
+from imagestore.db import db
 from imagestore.db_cli import init_migrations
-from imagestore.extensions import db
 from imagestore.models import User
 
 PASSWORD = "correct horse battery staple"

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from imagestore import create_app
 from imagestore.auth import hash_password
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import User
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -7,12 +7,14 @@ import sys
 
 import pytest
 from conftest import POSTGRES_URL, settings
+from flask import request
 from sqlalchemy import inspect, text
 from sqlalchemy.orm.exc import StaleDataError
 
 from imagestore import create_app
+from imagestore.app import ApiRequest, Fields
 from imagestore.auth import auth
-from imagestore.extensions import begin_writes, db
+from imagestore.db import db, writes
 from imagestore.models import Tracking, User
 
 SQLITE_ONLY = pytest.mark.skipif(
@@ -182,8 +184,8 @@ def test_a_concurrent_change_of_the_same_rows_is_409_problem_json(app, client, a
 
 def test_a_request_whose_transaction_failed_is_still_tracked(app, client, alice):
     @auth.login_required
+    @writes  # ends the login's transaction: the after-request hooks load the user again
     def break_the_transaction():
-        begin_writes()  # expires the user: the after-request hooks load it again
         db.session.execute(text("SELECT no_such_column FROM users"))
 
     app.add_url_rule("/api/broken/", "broken", break_the_transaction)
@@ -218,6 +220,16 @@ def test_body_errors_are_keyed_by_what_was_sent(client, alice, body, location):
     assert response.status_code == 400
     assert list(response.json["errors"]) == [location]
     assert response.json["errors"][location]["tags"] == ["Missing data for required field."]
+
+
+def test_query_fields_are_read_through_the_app_request_class(app):
+    """Every request is an ApiRequest: its query and form fields are `Fields`, whose lookups of
+    absent keys webargs makes on every list request."""
+    with app.test_request_context("/api/images/?page=2"):
+        assert isinstance(request._get_current_object(), ApiRequest)
+        assert type(request.args) is Fields
+        assert request.args.get("tags") is None
+        assert request.args.get("page", type=int) == 2
 
 
 # Configuration

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import Image
 
 Auth = tuple[str, str]

@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import Image
 from imagestore.storage import LocalStorage, Staged
 

@@ -12,7 +12,7 @@ from conftest import image_bytes
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import Image
 
 Auth = tuple[str, str]

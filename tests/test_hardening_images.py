@@ -32,7 +32,7 @@ from seaweed import S3Server
 
 from imagestore import config as defaults
 from imagestore import create_app
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import Image
 from imagestore.storage import S3Storage
 

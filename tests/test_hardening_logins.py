@@ -17,7 +17,7 @@ from werkzeug.security import check_password_hash
 
 from imagestore import auth as auth_module
 from imagestore.auth import hash_password
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import User
 
 # The last revision before usernames were folded.

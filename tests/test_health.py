@@ -13,7 +13,7 @@ from flask import Flask
 from sqlalchemy import event, func, select
 
 from imagestore import create_app
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import Tracking
 
 

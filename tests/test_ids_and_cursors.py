@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import joinedload, selectinload
 
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import Image, Tag, User
 from imagestore.schemas import image_schema
 

@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.image_rows import (
     MAX_KEPT_TAG_NAMES,
     image_rows,

@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image as PILImage
 
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import Image
 
 ACCEPTED = "JPEG, PNG, GIF, WEBP"

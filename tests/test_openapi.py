@@ -20,8 +20,8 @@ from openapi_spec_validator import validate
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
+from imagestore.db import db
 from imagestore.errors import PROBLEM_JSON
-from imagestore.extensions import db
 from imagestore.models import Tracking
 from imagestore.openapi import UNDOCUMENTED_ENDPOINTS, build_document, doc
 from imagestore.schemas import PageArgs, RootSchema, TagSchema, use_args

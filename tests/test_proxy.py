@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from imagestore import create_app
-from imagestore.extensions import db
+from imagestore.db import db
 
 FORGED = {"X-Forwarded-For": "198.51.100.66", "X-Forwarded-Proto": "https"}
 # What a client sends through one proxy: its own forged entry, then the one the proxy added.

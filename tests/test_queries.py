@@ -18,7 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, func, select
 
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import Tracking
 
 # Image list: auth, count, page, tags. Detail: auth, image, tags. Tag list: auth, count, page.

@@ -22,7 +22,7 @@ from seaweed import S3Server
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import Image
 from imagestore.storage import S3Storage, make_storage
 

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import Tag
 
 Auth = tuple[str, str]

@@ -15,7 +15,7 @@ from flask import Flask, Response
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import User
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 
 from imagestore import create_app, tracking_writer
 from imagestore.auth import hash_password
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import Tracking, User, utcnow
 
 

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import event, select
 
-from imagestore.extensions import db
+from imagestore.db import db
 from imagestore.models import Tracking, User, utcnow
 from imagestore.trackings_cli import matching_rows
 
