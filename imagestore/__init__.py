@@ -15,22 +15,22 @@ if TYPE_CHECKING:
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; tests pass a dict that replaces instance and env config."""
-    from . import api, bulk, health, images, tags, tokens, tracking  # noqa: F401 (bulk: routes)
+    from . import api, health, images, tags, tokens, tracking
     from .app import ImageStore, answer_both_slashes, trust_proxies
     from .auth import init_auth
-    from .cli import users_cli
     from .db import db
     from .db_cli import AppCommands
     from .errors import register_error_handlers
-    from .imaging import return_freed_memory
+    from .images.imaging import return_freed_memory
     from .logs import init_logging
     from .openapi import init_openapi
     from .security import init_security
     from .settings import load_settings
     from .storage import init_storage
-    from .storage_check import storage_cli
+    from .storage.cli import storage_cli
     from .tokens_cli import tokens_cli
-    from .trackings_cli import trackings_cli
+    from .tracking.cli import trackings_cli
+    from .users_cli import users_cli
 
     instance_path = os.environ.get("IMAGESTORE_INSTANCE_PATH") or None
     app = ImageStore(

@@ -6,7 +6,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from flask import current_app, request
 from marshmallow import (
     RAISE,
     Schema,
@@ -21,7 +20,6 @@ from webargs.flaskparser import FlaskParser, is_json_request
 
 from .errors import UnsupportedBody, invalid_input
 from .models import fold_name
-from .urls import external_url
 
 TAG_NAME_MAX = 50
 # Tag names one field takes (a filter, an upload's tags, a bulk change): each is a condition of
@@ -261,197 +259,6 @@ class TagMerge(Input):
     into = TagName(required=True, metadata={"description": "The tag that takes the images."})
 
 
-# Images
-
-
-class ImageSchema(Schema):
-    id = fields.Integer()
-    image = fields.Function(
-        lambda image: external_url("images.get_image_file", image_id=image.id),
-        metadata={"type": "string", "format": "uri"},
-    )
-    tags = fields.Function(
-        lambda image: [tag.name for tag in image.tags],
-        metadata={"type": "array", "items": {"type": "string"}},
-    )
-    thumbnails = fields.Function(
-        lambda image: {
-            str(size): external_url("images.get_image_file", image_id=image.id, size=size)
-            for size in current_app.config["THUMBNAIL_SIZES"]
-        },
-        metadata={"type": "object", "additionalProperties": {"type": "string", "format": "uri"}},
-    )
-    filename = fields.String()
-    content_type = fields.String()
-    format = fields.String()
-    size = fields.Integer()
-    width = fields.Integer()
-    height = fields.Integer()
-    sha256 = fields.String()
-    created_by = fields.Function(
-        lambda image: image.created_by.username if image.created_by else None,
-        allow_none=True,
-        metadata={"type": "string"},
-    )
-    created_at = Timestamp()
-
-
-class CreateMissingTags(Schema):
-    create_missing_tags = fields.Boolean(
-        load_default=False, metadata={"description": "Create tags that do not exist yet."}
-    )
-
-
-class ImageUploadArgs(CreateMissingTags):
-    on_duplicate = fields.String(load_default="allow", validate=validate.OneOf(["allow", "reject"]))
-
-
-class FileArgs(Schema):
-    size = fields.Integer(validate=validate.Range(min=1))
-
-
-class ImageUploadForm(Input):
-    tags = TagNames(load_default=list)
-
-
-MAX_FILES_PER_UPLOAD = 100
-
-
-class ImageUploadFiles(Input):
-    image = fields.List(
-        fields.Raw(),
-        required=True,
-        validate=validate.Length(
-            max=MAX_FILES_PER_UPLOAD,
-            error=f"Send at most {MAX_FILES_PER_UPLOAD} files in the `image` field.",
-        ),
-    )
-
-
-class ImageUpdate(Input):
-    read_only = frozenset(ImageSchema().fields) - {"tags"}
-
-    tags = TagNames(required=True)
-
-
-class ImagePatch(Input):
-    read_only = ImageUpdate.read_only
-
-    tags = TagNames()
-
-    @validates_schema
-    def changes_something(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if "tags" not in data:
-            raise ValidationError(
-                "Give `tags`: a PATCH changes the fields it names, and this one names none.",
-                field_name="tags",
-            )
-
-
-MAX_IMAGES_PER_BULK = 1000
-
-
-class Id(fields.Integer):
-    """An id: a JSON whole number (never 1.5, "1" or true), or its digits in a form field."""
-
-    def _deserialize(self, value: Any, attr, data, **kwargs) -> int:
-        if isinstance(value, str) and value.isascii() and value.isdigit() and not request.is_json:
-            value = int(value)
-        return super()._deserialize(value, attr, data, **kwargs)
-
-
-def image_ids() -> fields.List:
-    """Return the field of a bulk request's image ids."""
-    return fields.List(
-        Id(strict=True, validate=validate.Range(min=1, max=2**31 - 1)),
-        required=True,
-        validate=validate.Length(min=1, max=MAX_IMAGES_PER_BULK),
-    )
-
-
-class BulkTag(Input):
-    images = image_ids()
-    add = TagNames(load_default=list)
-    remove = TagNames(load_default=list)
-
-    @validates_schema
-    def changes_something(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if not data.get("add") and not data.get("remove"):
-            raise ValidationError("Give tags to `add`, to `remove` or both.", field_name="add")
-        both = {fold_name(name) for name in data.get("add", [])} & {
-            fold_name(name) for name in data.get("remove", [])
-        }
-        if both:
-            raise ValidationError("A tag cannot be both added and removed.", field_name="remove")
-
-
-class BulkDelete(Input):
-    images = image_ids()
-
-
-IMAGE_ORDERINGS = ["created_at", "-created_at", "size", "-size", "id", "-id"]
-# A cursor is an id: it walks the images by id, newest (the default) or oldest first.
-CURSOR_ORDERINGS = ["-id", "id"]
-
-
-class ImageFilters(PageArgs):
-    cursor = Cursor(
-        validate=validate.Range(min=0, max=2**63 - 1),
-        metadata={
-            "description": "Keyset paging by id: images below this id (above it with"
-            " `ordering=id`), no count (`next` goes on); empty starts at the newest (oldest)."
-        },
-    )
-    tags = TagNames(
-        metadata={"description": "Images having all of these tags (an unknown tag: none)."}
-    )
-    any_tags = TagNames(
-        metadata={"description": "Images having at least one of these tags; unknown ones: 400."}
-    )
-    exclude_tags = TagNames(
-        metadata={"description": "Images having none of these tags; unknown ones: 400."}
-    )
-    untagged = fields.Boolean(metadata={"description": "true: only images with no tag."})
-    sha256 = Checksum()
-    start_date = fields.Date(metadata={"description": "Created on or after this day (UTC)."})
-    end_date = fields.Date(metadata={"description": "Created on or before this day (UTC)."})
-    created_after = fields.AwareDateTime(metadata={"description": "Created at or after."})
-    created_before = fields.AwareDateTime(metadata={"description": "Created before."})
-    created_by = fields.String(
-        validate=validate.Length(min=1, max=150),
-        metadata={"description": "Uploaded by this user (any case); an unknown user: 400."},
-    )
-    content_type = fields.String(
-        validate=validate.Length(min=1, max=50),
-        metadata={"description": "Of this media type; one images are never stored as: 400."},
-    )
-    min_width = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
-    min_height = fields.Integer(validate=validate.Range(min=1, max=2**31 - 1))
-    # No default here: pages are ordered -created_at unless asked, cursors -id (Image.matching).
-    ordering = fields.String(
-        validate=validate.OneOf(IMAGE_ORDERINGS),
-        metadata={
-            "default": "-created_at",
-            "description": "With `cursor`, only `-id` (then the default) or `id`.",
-        },
-    )
-
-    @validates_schema
-    def dates_in_order(self, data: dict[str, Any], **kwargs: Any) -> None:
-        start, end = data.get("start_date"), data.get("end_date")
-        if start and end and end < start:
-            raise ValidationError("Must not be before start_date.", field_name="end_date")
-
-    @validates_schema
-    def cursor_walks_by_id(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if "cursor" in data and data.get("ordering", "-id") not in CURSOR_ORDERINGS:
-            raise ValidationError(
-                "A cursor walks the images by id: give ordering=-id (newest first, the default"
-                " with a cursor) or ordering=id (oldest first), or use pages for this ordering.",
-                field_name="ordering",
-            )
-
-
 # Trackings
 
 
@@ -555,7 +362,6 @@ class RootSchema(Schema):
 
 
 tag_schema = TagSchema()
-image_schema = ImageSchema()
 tracking_schema = TrackingSchema()
 token_schema = TokenSchema()
 new_token_schema = NewTokenSchema()

@@ -6,10 +6,10 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import delete, select
 
-from .cli import find_user, tokens_revoked
 from .db import MAX_ID, db
 from .models import Token
 from .schemas import utc_text
+from .users_cli import find_user, tokens_revoked
 
 tokens_cli = AppGroup("tokens", help="List and revoke bearer tokens.")
 

@@ -22,7 +22,8 @@ from sqlalchemy.exc import OperationalError
 
 from imagestore.db import db
 from imagestore.models import Image
-from imagestore.storage import LocalStorage, Staged
+from imagestore.storage import Staged
+from imagestore.storage.local import LocalStorage
 
 
 def png_header(width: int, height: int) -> bytes:

@@ -34,7 +34,7 @@ from imagestore import config as defaults
 from imagestore import create_app
 from imagestore.db import db
 from imagestore.models import Image
-from imagestore.storage import S3Storage
+from imagestore.storage.s3 import S3Storage
 
 Auth = tuple[str, str]
 

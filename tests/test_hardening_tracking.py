@@ -27,7 +27,8 @@ from conftest import image_bytes
 from flask.testing import FlaskClient
 from live_server import LiveServer, serve
 
-from imagestore import tracking, tracking_writer
+from imagestore.tracking import record as tracking
+from imagestore.tracking import writer as tracking_writer
 
 DEEP = 500
 VERY_DEEP = 100_000

@@ -15,8 +15,8 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import joinedload, selectinload
 
 from imagestore.db import db
+from imagestore.images.schemas import image_schema
 from imagestore.models import Image, Tag, User
-from imagestore.schemas import image_schema
 
 SQLITE_ONLY = pytest.mark.skipif(POSTGRES_URL is not None, reason="SQLite's own behaviour")
 # The last revision under which SQLite gave a deleted row's id to the next row.

@@ -12,15 +12,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 
 from imagestore.db import db
-from imagestore.image_rows import (
+from imagestore.images.rows import (
     MAX_KEPT_TAG_NAMES,
     image_rows,
     page_queries,
     read_images,
     write_images,
 )
+from imagestore.images.schemas import image_schema
 from imagestore.models import Image
-from imagestore.schemas import image_schema
 
 
 @pytest.fixture

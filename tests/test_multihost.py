@@ -30,7 +30,7 @@ from PIL import Image as PILImage
 from seaweed import S3Server
 from sqlalchemy.engine import make_url
 
-from imagestore.tracking_writer import LINGER_SECONDS
+from imagestore.tracking.writer import LINGER_SECONDS
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = PROJECT / ".venv" / "bin"

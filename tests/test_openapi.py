@@ -25,7 +25,8 @@ from imagestore.errors import PROBLEM_JSON
 from imagestore.models import Tracking
 from imagestore.openapi import UNDOCUMENTED_ENDPOINTS, build_document, doc
 from imagestore.schemas import PageArgs, RootSchema, TagSchema, use_args
-from imagestore.storage import LocalStorage, Staged, content_key
+from imagestore.storage import Staged, content_key
+from imagestore.storage.local import LocalStorage
 
 ROUTE_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 ASSET = re.compile(r'(?:src|href)="([^"]*)"')

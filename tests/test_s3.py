@@ -24,7 +24,8 @@ from sqlalchemy.exc import OperationalError
 
 from imagestore.db import db
 from imagestore.models import Image
-from imagestore.storage import S3Storage, make_storage
+from imagestore.storage import make_storage
+from imagestore.storage.s3 import S3Storage
 
 # Requests to the store go straight to loopback, whatever proxy the environment names.
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))

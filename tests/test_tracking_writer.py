@@ -15,10 +15,11 @@ from conftest import PASSWORD, settings
 from flask import Flask
 from sqlalchemy import func, select, text
 
-from imagestore import create_app, tracking_writer
+from imagestore import create_app
 from imagestore.auth import hash_password
 from imagestore.db import db
 from imagestore.models import Tracking, User, utcnow
+from imagestore.tracking import writer as tracking_writer
 
 
 @pytest.fixture
@@ -126,7 +127,8 @@ KILLED_WORKER = """
 import os, pathlib, signal, sys
 sys.path.insert(0, {tests!r})
 from conftest import settings
-from imagestore import create_app, tracking_writer
+from imagestore import create_app
+from imagestore.tracking import writer as tracking_writer
 tracking_writer.LINGER_SECONDS = 3600  # nothing is committed before the kill
 app = create_app(settings({url!r}, pathlib.Path({tmp!r})) | {{"TRACKING_WRITE_BEHIND": True}})
 client = app.test_client()

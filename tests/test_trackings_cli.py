@@ -15,7 +15,7 @@ from sqlalchemy import event, select
 
 from imagestore.db import db
 from imagestore.models import Tracking, User, utcnow
-from imagestore.trackings_cli import matching_rows
+from imagestore.tracking.cli import matching_rows
 
 REMOVED = re.compile(r"^removed (\d+) tracking rows older than \S+Z$")
 

@@ -39,8 +39,8 @@ from sqlalchemy import JSON
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from .db import db, driver_sql, fetch_one
-from .models import Tracking, UTCDateTime
+from ..db import db, driver_sql, fetch_one
+from ..models import Tracking, UTCDateTime
 
 log = logging.getLogger("imagestore.tracking")
 

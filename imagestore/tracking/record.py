@@ -1,4 +1,4 @@
-"""Blueprint "tracking": the read-only /api/trackings/ log, and the recorder that fills it."""
+"""The recorder: one row per API call, built from the request and its response, secrets out."""
 
 from __future__ import annotations
 
@@ -11,23 +11,21 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from flask import Blueprint, Flask, Request, Response, abort, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from .auth import auth, auth_method
-from .db import db, fetch_one
-from .logs import request_id
-from .models import Tracking, fold_name, utcnow
-from .openapi import doc
-from .pagination import keyset_page, paginate
-from .schemas import TrackingFilters, tracking_schema, use_args
-from .tracking_writer import JSONText, flush_trackings, save_tracking
+from ..auth import auth, auth_method
+from ..db import db, fetch_one
+from ..logs import request_id
+from ..models import fold_name, utcnow
+from .writer import JSONText, flush_trackings, save_tracking
 
-bp = Blueprint("tracking", __name__, url_prefix="/api/trackings")
-log = logging.getLogger(__name__)
+log = logging.getLogger("imagestore.tracking")
+
+LOG_PREFIX = "/api/trackings"
 
 # Paths under /api/ that are not recorded: the log itself, and the API's own documentation.
-UNTRACKED_PREFIXES = ("/api/trackings", "/api/openapi.json", "/api/docs")
+UNTRACKED_PREFIXES = (LOG_PREFIX, "/api/openapi.json", "/api/docs")
 # Keys whose values are never stored, matched case-insensitively anywhere in the key...
 SECRET_MARKERS = (
     "password",
@@ -83,33 +81,6 @@ PARSE_LIMIT = 64 * 1024
 # Lengths of the row's short text columns.
 METHOD_LIMIT, ENDPOINT_LIMIT, ADDRESS_LIMIT = 16, 1024, 64
 USERNAME_OF = "SELECT username FROM users WHERE username_folded = ?"
-
-
-@bp.get("/")
-@doc(tracking_schema, page=True, errors=(403,))
-@auth.login_required(role="admin")
-@use_args(TrackingFilters(), location="query")
-def list_trackings(query_args: dict[str, Any]) -> dict[str, Any]:
-    """Return one page of tracking rows, newest first, that match the filters.
-
-    With `cursor` the page is found by id, not counted or skipped to: as fast on page 10,000 of a
-    log of millions as on page 1.
-    """
-    query = Tracking.matching(query_args)
-    if "cursor" in query_args:
-        return keyset_page(query, Tracking.id, tracking_schema, query_args)
-    return paginate(query, tracking_schema, query_args)
-
-
-@bp.get("/<int:tracking_id>/")
-@doc(tracking_schema, errors=(403,))
-@auth.login_required(role="admin")
-def get_tracking(tracking_id: int) -> dict[str, Any]:
-    """Return one tracking row."""
-    tracking = db.session.get(Tracking, tracking_id) if tracking_id < 2**63 else None
-    if tracking is None:
-        abort(404, description=f"No tracking row has the id {tracking_id}.")
-    return tracking_schema.dump(tracking)
 
 
 def is_tracked(path: str) -> bool:
@@ -340,7 +311,7 @@ def describe(req: Request, response: Response, details: bool = True) -> dict[str
 def start_request() -> None:
     """Note when the request started; before a read of the log, let it see this process's rows."""
     g.tracking_started = time.perf_counter()
-    if request.path.startswith(bp.url_prefix):
+    if request.path.startswith(LOG_PREFIX):
         flush_trackings()  # before any read of the log begins
 
 

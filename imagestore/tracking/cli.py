@@ -15,9 +15,9 @@ from flask.cli import AppGroup
 from marshmallow import ValidationError
 from sqlalchemy import delete, select
 
-from .db import db
-from .models import Tracking, utcnow
-from .schemas import TrackingFilters, tracking_schema
+from ..db import db
+from ..models import Tracking, utcnow
+from ..schemas import TrackingFilters, tracking_schema
 
 trackings_cli = AppGroup("trackings", help="Prune and export the tracking log.")
 

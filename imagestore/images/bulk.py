@@ -5,15 +5,17 @@ from typing import Any
 from sqlalchemy.orm import joinedload, selectinload
 from werkzeug.exceptions import Forbidden
 
-from .auth import auth
-from .content import release_content
-from .db import db, writes
-from .errors import abort_with, bad_field
-from .image_rows import write_images
-from .images import bp, find_tags
-from .models import Image, fold_name
-from .openapi import doc
-from .schemas import BulkDelete, BulkTag, CreateMissingTags, ImageSchema, use_args
+from ..auth import auth
+from ..db import db, writes
+from ..errors import abort_with, bad_field
+from ..models import Image, fold_name
+from ..openapi import doc
+from ..schemas import use_args
+from . import bp
+from .rows import write_images
+from .schemas import BulkDelete, BulkTag, CreateMissingTags, ImageSchema
+from .uploads import release_content
+from .views import find_tags
 
 
 def find_images(ids: list[int]) -> list[Image]:

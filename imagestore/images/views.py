@@ -4,29 +4,24 @@ import logging
 import os
 from typing import Any, NoReturn
 
-from flask import Blueprint, Response, abort, current_app, url_for
+from flask import Response, abort, current_app, url_for
 from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 from werkzeug.exceptions import Conflict, PreconditionFailed
 
-from .auth import auth
-from .content import (
-    BadUploads,
-    CheckedUpload,
-    TooMuchToDecode,
-    checked_uploads,
-    place_and_commit,
-    release_content,
-    thumbnail,
-)
-from .db import MAX_ID, db, writes
-from .errors import abort_with, bad_field, invalid_input, problem_response
-from .image_rows import IMAGE_BY_ID, cursor_query, page_queries, read_images, write_images
+from ..auth import auth
+from ..db import MAX_ID, db, writes
+from ..errors import abort_with, bad_field, invalid_input, problem_response
+from ..models import CurrentUser, Image, Tag, User, fold_name, lock_content
+from ..openapi import doc
+from ..pagination import read_keyset_page, read_page
+from ..schemas import use_args
+from ..security import DOWNLOAD_POLICY
+from ..storage import get_storage
+from . import bp
 from .imaging import TooBigToDecode
-from .models import CurrentUser, Image, Tag, User, fold_name, lock_content
-from .openapi import doc
-from .pagination import read_keyset_page, read_page
+from .rows import IMAGE_BY_ID, cursor_query, page_queries, read_images, write_images
 from .schemas import (
     CreateMissingTags,
     FileArgs,
@@ -38,12 +33,17 @@ from .schemas import (
     ImageUploadFiles,
     ImageUploadForm,
     image_schema,
-    use_args,
 )
-from .security import DOWNLOAD_POLICY
-from .storage import get_storage
+from .uploads import (
+    BadUploads,
+    CheckedUpload,
+    TooMuchToDecode,
+    checked_uploads,
+    place_and_commit,
+    release_content,
+    thumbnail,
+)
 
-bp = Blueprint("images", __name__, url_prefix="/api/images")
 log = logging.getLogger(__name__)
 
 # Formats Pillow also reports for files it opens as an accepted one: a JPEG with more pictures

@@ -13,10 +13,10 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import BigInteger, Connection, Select, bindparam, select
 
-from .models import Image, Tag, User, image_tags
-from .pagination import count_of, page_window
-from .schemas import utc_text
-from .urls import url_template
+from ..models import Image, Tag, User, image_tags
+from ..pagination import count_of, page_window
+from ..schemas import utc_text
+from ..urls import url_template
 
 # Each image's columns and its uploader's name (null once the uploader is deleted), in the
 # order that `image_writer` reads them.

@@ -11,9 +11,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .db import db
-from .models import Image, lock_content
-from .storage import CHUNK_SIZE, Storage, StoredObject, get_storage, thumbnail_key
+from ..db import db
+from ..models import Image, lock_content
+from . import CHUNK_SIZE, Storage, StoredObject, get_storage, thumbnail_key
 
 # Content files and thumbnails are named by their checksum: `<sha256>.jpg`, `<sha256>.256.webp`.
 CONTENT_NAME = re.compile(r"([0-9a-f]{64})\.")

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
-from .db import db
+from ..db import db
+from ..models import Image, lock_content
+from ..storage import Staged, content_key, get_storage, thumbnail_key
 from .imaging import (
     MB,
     DecodeLimits,
@@ -30,8 +32,6 @@ from .imaging import (
     inspect_image,
     make_thumbnail,
 )
-from .models import Image, lock_content
-from .storage import Staged, content_key, get_storage, thumbnail_key
 
 log = logging.getLogger(__name__)
 
