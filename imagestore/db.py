@@ -46,7 +46,7 @@ def writes(view: View) -> View:
     wrote meanwhile: it fails at once with "database is locked". `BEGIN IMMEDIATE` waits (busy
     timeout) at the start instead. Put it under the authentication decorator: the reading
     transaction of a login is ended first. tests/test_app.py checks every view that is not a
-    GET carries it.
+    GET carries it or `reads_only`.
     """
 
     @functools.wraps(view)
@@ -57,6 +57,13 @@ def writes(view: View) -> View:
 
     wrapper.writes = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def reads_only(view: View) -> View:
+    """Mark a view that is not a GET and changes nothing (a query sent as a body): it keeps
+    reading transactions. tests/test_app.py checks every non-GET view says one or the other."""
+    view.writes = False  # type: ignore[attr-defined]
+    return view
 
 
 @event.listens_for(Engine, "connect")

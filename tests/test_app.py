@@ -232,6 +232,21 @@ def test_query_fields_are_read_through_the_app_request_class(app):
         assert request.args.get("page", type=int) == 2
 
 
+def test_every_view_that_is_not_a_get_says_whether_it_writes(app):
+    """A view that changes data without `@writes` fails only under concurrent load, with
+    "database is locked": each one says `@writes` or `@reads_only`."""
+    undeclared = [
+        f"{sorted(rule.methods - {'GET', 'HEAD', 'OPTIONS'})} {rule.rule}"
+        for rule in app.url_map.iter_rules()
+        if rule.methods - {"GET", "HEAD", "OPTIONS"}
+        and not hasattr(app.view_functions[rule.endpoint], "writes")
+    ]
+    assert undeclared == []
+    assert any(getattr(view, "writes", False) for view in app.view_functions.values()), (
+        "no view declares writes: the check above would pass on anything"
+    )
+
+
 # Configuration
 
 
