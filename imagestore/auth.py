@@ -192,6 +192,12 @@ def get_user_roles(user: CurrentUser) -> list[str]:
     return ["admin"] if user.is_admin else []
 
 
+def ensure_may_change(owner_id: int | None, refusal: str) -> None:
+    """Answer 403 with `refusal` unless the current user created the resource or is an admin."""
+    if not auth.current_user().may_change(owner_id):
+        raise Forbidden(refusal)
+
+
 def auth_error(status: int) -> Response:
     """Answer failed authentication (401) or a missing role (403) with problem+json."""
     if status == 403:

@@ -21,6 +21,8 @@ from sqlalchemy import (
     Table,
     delete,
     func,
+    insert,
+    literal,
     select,
     text,
 )
@@ -121,6 +123,16 @@ def day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
+def created_within(query: Select, created_at: Any, filters: dict[str, Any]) -> Select:
+    """Keep the rows created from the `start_date` to the `end_date` filter (UTC days, both
+    included)."""
+    if filters.get("start_date"):
+        query = query.where(created_at >= day_start(filters["start_date"]))
+    if filters.get("end_date") and filters["end_date"] < date.max:
+        query = query.where(created_at < day_start(filters["end_date"]) + timedelta(days=1))
+    return query
+
+
 image_tags = Table(
     "image_tags",
     db.metadata,
@@ -179,6 +191,10 @@ class CurrentUser:
     def of(cls, user: User) -> CurrentUser:
         return cls(user.id, user.username, user.password_hash, user.is_active, user.is_admin)
 
+    def may_change(self, owner_id: int | None) -> bool:
+        """Tell whether this user may change what `owner_id` created: its creator or an admin."""
+        return self.is_admin or owner_id == self.id
+
 
 class Token(db.Model):
     """A bearer token of a user: only its SHA-256 is stored, the secret is shown once."""
@@ -235,6 +251,19 @@ class Tag(db.Model):
         """Give the tag a new (already normalized) name."""
         self.name = name
         self.name_folded = fold_name(name)
+
+    def merge_into(self, target: Tag) -> None:
+        """Give every image of this tag the tag `target` (once), then delete this tag."""
+        already = select(image_tags.c.image_id).where(image_tags.c.tag_id == target.id)
+        db.session.execute(
+            insert(image_tags).from_select(
+                ["image_id", "tag_id"],
+                select(image_tags.c.image_id, literal(target.id))
+                .where(image_tags.c.tag_id == self.id)
+                .where(image_tags.c.image_id.not_in(already)),
+            )
+        )
+        db.session.delete(self)
 
     @classmethod
     def named(cls, name: str) -> Select:
@@ -309,11 +338,7 @@ class Image(db.Model):
             query = query.where(condition)
         if filters.get("sha256"):
             query = query.where(cls.sha256 == filters["sha256"])
-        if filters.get("start_date"):
-            query = query.where(cls.created_at >= day_start(filters["start_date"]))
-        if filters.get("end_date") and filters["end_date"] < date.max:
-            next_day = day_start(filters["end_date"]) + timedelta(days=1)
-            query = query.where(cls.created_at < next_day)
+        query = created_within(query, cls.created_at, filters)
         if filters.get("created_after"):
             query = query.where(cls.created_at >= filters["created_after"])
         if filters.get("created_before"):
@@ -365,10 +390,6 @@ class Image(db.Model):
             also = select(image_tags.c.image_id).where(image_tags.c.tag_id == tag_id)
             query = query.where(image_tags.c.image_id.in_(also))
         return query
-
-    def may_be_changed_by(self, user: CurrentUser) -> bool:
-        """Tell whether a user may re-tag or delete the image: its uploader or an admin."""
-        return user.is_admin or self.created_by_id == user.id
 
     @classmethod
     def first_with_content(cls, sha256: str) -> int | None:
@@ -445,11 +466,7 @@ class Tracking(db.Model):
         for name in ("endpoint", "method", "status_code", "request_id"):
             if filters.get(name) is not None:
                 query = query.where(getattr(cls, name) == filters[name])
-        if filters.get("start_date"):
-            query = query.where(cls.created_at >= day_start(filters["start_date"]))
-        if filters.get("end_date") and filters["end_date"] < date.max:
-            query = query.where(cls.created_at < day_start(filters["end_date"]) + timedelta(days=1))
-        return query
+        return created_within(query, cls.created_at, filters)
 
     def __repr__(self) -> str:
         return f"<Tracking {self.id} {self.method} {self.endpoint}>"

@@ -222,9 +222,33 @@ class Cursor(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class Creator(fields.Function):
+    """The name of the user who created the object; null once that user is deleted."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            lambda row: row.created_by.username if row.created_by else None,
+            allow_none=True,
+            metadata={"type": "string"},
+        )
+
+
 class PageArgs(Schema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
     page_size = fields.Integer(load_default=10, validate=validate.Range(min=1, max=100))
+
+
+class DatedPageArgs(PageArgs):
+    """Page arguments of a list whose rows are filtered by the day they were created."""
+
+    start_date = fields.Date(metadata={"description": "Created on or after this day (UTC)."})
+    end_date = fields.Date(metadata={"description": "Created on or before this day (UTC)."})
+
+    @validates_schema
+    def dates_in_order(self, data: dict[str, Any], **kwargs: Any) -> None:
+        start, end = data.get("start_date"), data.get("end_date")
+        if start and end and end < start:
+            raise ValidationError("Must not be before start_date.", field_name="end_date")
 
 
 # Tags
@@ -233,11 +257,7 @@ class PageArgs(Schema):
 class TagSchema(Schema):
     name = fields.String()
     image_count = fields.Integer()
-    created_by = fields.Function(
-        lambda tag: tag.created_by.username if tag.created_by else None,
-        allow_none=True,
-        metadata={"type": "string"},
-    )
+    created_by = Creator()
     created_at = Timestamp()
 
 
@@ -282,7 +302,7 @@ class TrackingSchema(Schema):
     request_id = fields.String(allow_none=True)
 
 
-class TrackingFilters(PageArgs):
+class TrackingFilters(DatedPageArgs):
     cursor = Cursor(
         validate=validate.Range(min=0, max=2**63 - 1),
         metadata={
@@ -296,14 +316,6 @@ class TrackingFilters(PageArgs):
     )
     status_code = fields.Integer(validate=validate.Range(min=100, max=599))
     request_id = fields.String(validate=validate.Length(min=1, max=128))
-    start_date = fields.Date()
-    end_date = fields.Date()
-
-    @validates_schema
-    def dates_in_order(self, data: dict[str, Any], **kwargs: Any) -> None:
-        start, end = data.get("start_date"), data.get("end_date")
-        if start and end and end < start:
-            raise ValidationError("Must not be before start_date.", field_name="end_date")
 
 
 # Tokens

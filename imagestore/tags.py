@@ -4,13 +4,13 @@ from typing import Any
 
 from flask import Blueprint, abort, url_for
 from marshmallow import ValidationError
-from sqlalchemy import Connection, Select, insert, literal, select
+from sqlalchemy import Connection, Select
 from sqlalchemy.orm import joinedload
 
-from .auth import auth
+from .auth import auth, ensure_may_change
 from .db import db, writes
 from .errors import bad_field
-from .models import CurrentUser, Tag, User, image_tags
+from .models import Tag, User, fold_name
 from .openapi import doc
 from .pagination import count_of, page_window, read_page
 from .schemas import (
@@ -24,8 +24,13 @@ from .schemas import (
 )
 
 bp = Blueprint("tags", __name__, url_prefix="/api/tags")
-# What a tag list shows of each tag: `TagSchema`'s fields, in its order.
-TAG_COLUMNS = (Tag.name, Tag.image_count, User.username, Tag.created_at)
+# What a tag list reads of each tag: a column per `TagSchema` field, in its order (the creator's
+# name, null once the creator is deleted). tests/test_tags.py holds the rows equal to the dump.
+TAG_FIELDS = tuple(tag_schema.fields)
+TAG_COLUMNS = tuple(
+    User.username if name == "created_by" else getattr(Tag, name) for name in TAG_FIELDS
+)
+TAG_OWNERS_ONLY = "Only the tag's creator or an administrator may change it."
 
 
 def find_tag(name: str) -> Tag:
@@ -49,10 +54,33 @@ def ensure_name_free(name: str, tag: Tag | None = None) -> None:
         abort(409, description=f"A tag named {existing.name!r} already exists{merge}.")
 
 
-def ensure_may_change(tag: Tag, user: CurrentUser) -> None:
-    """Answer 403 unless the user created the tag or is an admin."""
-    if not (user.is_admin or tag.created_by_id == user.id):
-        abort(403, description="Only the tag's creator or an administrator may change it.")
+def find_tags(
+    names: list[str],
+    location: str,
+    create_missing: bool = False,
+    field: str = "tags",
+    creator_id: int | None = None,
+) -> list[Tag]:
+    """Return the tags with these names; create the missing ones or answer 400 naming them.
+
+    Created tags are the creator's: `creator_id`, or the user of the request.
+    """
+    if not names:
+        return []
+    found = db.session.scalars(
+        db.select(Tag).where(Tag.name_folded.in_([fold_name(name) for name in names]))
+    ).all()
+    known = {tag.name_folded for tag in found}
+    missing = [name for name in names if fold_name(name) not in known]
+    if missing and not create_missing:
+        bad_field(location, field, f"Unknown tags: {', '.join(missing)}.")
+    created = []
+    for name in missing:
+        tag = Tag(created_by_id=creator_id or auth.current_user().id)
+        tag.rename(name)
+        created.append(tag)
+    db.session.add_all(created)
+    return [*found, *created]
 
 
 @bp.get("/")
@@ -72,10 +100,10 @@ def read_tags(connection: Connection, query: Select) -> list[dict[str, Any]]:
     A list page skips the ORM's and marshmallow's work for each tag (several times cheaper).
     """
     rows = query.with_only_columns(*TAG_COLUMNS).outerjoin(User, User.id == Tag.created_by_id)
-    return [
-        {"name": name, "image_count": count, "created_by": by, "created_at": utc_text(at)}
-        for name, count, by, at in connection.execute(rows)
-    ]
+    tags = [dict(zip(TAG_FIELDS, row, strict=True)) for row in connection.execute(rows)]
+    for tag in tags:
+        tag["created_at"] = utc_text(tag["created_at"])
+    return tags
 
 
 @bp.post("/")
@@ -110,7 +138,7 @@ def get_tag(name: str) -> dict[str, Any]:
 def update_tag(name: str, json_or_form_args: dict[str, Any]) -> dict[str, Any]:
     """Rename a tag; its images keep it."""
     tag = find_tag(name)
-    ensure_may_change(tag, auth.current_user())
+    ensure_may_change(tag.created_by_id, TAG_OWNERS_ONLY)
     ensure_name_free(json_or_form_args["name"], tag)
     tag.rename(json_or_form_args["name"])
     db.session.commit()
@@ -124,7 +152,7 @@ def update_tag(name: str, json_or_form_args: dict[str, Any]) -> dict[str, Any]:
 def delete_tag(name: str) -> tuple[str, int]:
     """Delete a tag; it leaves every image that had it."""
     tag = find_tag(name)
-    ensure_may_change(tag, auth.current_user())
+    ensure_may_change(tag.created_by_id, TAG_OWNERS_ONLY)
     db.session.delete(tag)
     db.session.commit()
     return "", 204
@@ -144,17 +172,8 @@ def merge_tag(name: str, json_or_form_args: dict[str, Any]) -> dict[str, Any]:
     if target.id == source.id:
         bad_field("json_or_form", "into", "A tag cannot be merged into itself.")
     user = auth.current_user()
-    if not (user.is_admin or source.created_by_id == target.created_by_id == user.id):
+    if not (user.may_change(source.created_by_id) and user.may_change(target.created_by_id)):
         abort(403, description="Only the creator of both tags or an administrator may merge them.")
-    already = select(image_tags.c.image_id).where(image_tags.c.tag_id == target.id)
-    db.session.execute(
-        insert(image_tags).from_select(
-            ["image_id", "tag_id"],
-            select(image_tags.c.image_id, literal(target.id))
-            .where(image_tags.c.tag_id == source.id)
-            .where(image_tags.c.image_id.not_in(already)),
-        )
-    )
-    db.session.delete(source)
+    source.merge_into(target)
     db.session.commit()
     return tag_schema.dump(target)

@@ -46,6 +46,13 @@ def tokens_revoked(count: int) -> str:
     return f"{count} token{'' if count == 1 else 's'} revoked"
 
 
+def commit_revoking_tokens(user: User) -> str:
+    """Revoke every token of a user whose credentials changed, commit, and say how many."""
+    revoked = Token.revoke_all_of(user.id)
+    db.session.commit()
+    return tokens_revoked(revoked)
+
+
 password_option = click.option(
     "--password",
     prompt=True,
@@ -93,9 +100,7 @@ def set_password(username: str, password: str) -> None:
     """Give a user a new password, and revoke every token of theirs."""
     user = find_user(username)
     user.password_hash = hash_password(check_password(password))
-    revoked = Token.revoke_all_of(user.id)
-    db.session.commit()
-    click.echo(f"password of {user.username} changed; {tokens_revoked(revoked)}")
+    click.echo(f"password of {user.username} changed; {commit_revoking_tokens(user)}")
 
 
 @users_cli.command("deactivate")
@@ -105,9 +110,7 @@ def deactivate_user(username: str) -> None:
     trackings stay."""
     user = find_user(username)
     user.is_active = False
-    revoked = Token.revoke_all_of(user.id)
-    db.session.commit()
-    click.echo(f"{user.username} deactivated; {tokens_revoked(revoked)}")
+    click.echo(f"{user.username} deactivated; {commit_revoking_tokens(user)}")
 
 
 @users_cli.command("activate")

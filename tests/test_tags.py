@@ -15,6 +15,7 @@ from werkzeug.test import TestResponse
 
 from imagestore.db import db
 from imagestore.models import Tag
+from imagestore.schemas import tag_schema
 
 Auth = tuple[str, str]
 
@@ -1369,3 +1370,16 @@ def test_unsupported_method_changes_nothing(client, alice, make_tag):
     client.post("/api/tags/cat/", json={"name": "dog"}, auth=alice)
 
     assert names(client.get("/api/tags/", auth=alice)) == ["cat"]
+
+
+def test_a_tag_list_writes_each_tag_as_the_schema_dumps_it(app, client, alice, make_tag, admin):
+    """The list reads plain rows (tags.read_tags); a single tag goes through `TagSchema`."""
+    make_tag("cat", alice)
+    make_tag("Dog", admin)
+
+    listed = client.get("/api/tags/", auth=alice).json["results"]
+
+    with app.app_context():
+        tags = db.session.scalars(select(Tag).order_by(Tag.name_folded)).all()
+        assert listed == [tag_schema.dump(tag) for tag in tags]
+    assert [list(tag) for tag in listed] == [list(tag_schema.fields)] * 2

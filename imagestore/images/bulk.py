@@ -8,14 +8,14 @@ from werkzeug.exceptions import Forbidden
 from ..auth import auth
 from ..db import db, writes
 from ..errors import abort_with, bad_field
-from ..models import Image, fold_name
+from ..models import Image, Tag
 from ..openapi import doc
 from ..schemas import use_args
+from ..tags import find_tags
 from . import bp
 from .rows import write_images
 from .schemas import BulkDelete, BulkTag, CreateMissingTags, ImageSchema
-from .uploads import release_content
-from .views import find_tags
+from .uploads import remove_images
 
 
 def find_images(ids: list[int]) -> list[Image]:
@@ -36,7 +36,7 @@ def find_images(ids: list[int]) -> list[Image]:
 def ensure_may_change_all(images: list[Image]) -> None:
     """Answer 403 naming the images the current user may not change."""
     user = auth.current_user()
-    refused = [image.id for image in images if not image.may_be_changed_by(user)]
+    refused = [image.id for image in images if not user.may_change(image.created_by_id)]
     if refused:
         listed = ", ".join(map(str, refused))
         abort_with(
@@ -44,6 +44,15 @@ def ensure_may_change_all(images: list[Image]) -> None:
             f"Only the uploader or an administrator may change images {listed}.",
             images=refused,
         )
+
+
+def retag_all(images: list[Image], added: list[Tag], removed: list[Tag]) -> None:
+    """Give each image the `added` tags it lacks and take the `removed` ones away."""
+    gone = {tag.id for tag in removed}
+    for image in images:
+        kept = [tag for tag in image.tags if tag.id not in gone]
+        known = {tag.id for tag in kept}
+        image.tags = kept + [tag for tag in added if tag.id not in known]
 
 
 @bp.post("/bulk-tag/")
@@ -59,17 +68,10 @@ def bulk_tag_images(
     images = find_images(json_or_form_args["images"])
     ensure_may_change_all(images)
     create_missing = query_args["create_missing_tags"]
-    added = find_tags(
-        json_or_form_args["add"], "json_or_form", create_missing=create_missing, field="add"
-    )
-    find_tags(
-        json_or_form_args["remove"], "json_or_form", field="remove"
-    )  # an unknown tag here is a mistake
-    removed = {fold_name(name) for name in json_or_form_args["remove"]}
-    for image in images:
-        kept = [tag for tag in image.tags if tag.name_folded not in removed]
-        known = {tag.name_folded for tag in kept}
-        image.tags = kept + [tag for tag in added if tag.name_folded not in known]
+    added = find_tags(json_or_form_args["add"], "json_or_form", create_missing, field="add")
+    # An unknown tag to remove is a mistake: a 400 too.
+    removed = find_tags(json_or_form_args["remove"], "json_or_form", field="remove")
+    retag_all(images, added, removed)
     db.session.commit()
     return write_images(images)
 
@@ -83,10 +85,5 @@ def bulk_delete_images(json_or_form_args: dict[str, Any]) -> tuple[str, int]:
     """Delete many images in one transaction, then the files no image uses any more."""
     images = find_images(json_or_form_args["images"])
     ensure_may_change_all(images)
-    contents = {(image.sha256, image.file_key) for image in images}
-    for image in images:
-        db.session.delete(image)
-    db.session.commit()
-    for sha256, key in sorted(contents):
-        release_content(sha256, key)
+    remove_images(images)
     return "", 204

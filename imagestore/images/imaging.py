@@ -28,6 +28,9 @@ SUFFIXES = {
     "TIFF": ".tif",
     "BMP": ".bmp",
 }
+# Formats Pillow also reports for files it opens as an accepted one: a JPEG with more pictures
+# after the first, as cameras write them, is an MPO; the image keeps the media type Pillow names.
+STORED_AS_WELL = {"JPEG": ("MPO",)}
 FILENAME_MAX = 255
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MB = 1024 * 1024
@@ -52,6 +55,13 @@ JPEG_SOS, JPEG_EOI = 0xDA, 0xD9
 # glibc's mallopt parameter, and its first value: blocks this large are mapped on their own.
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 128 * 1024
+
+
+def stored_media_types(formats: list[str]) -> list[str]:
+    """Return the media types of images stored in these accepted formats, in their order."""
+    PILImage.init()
+    names = [also for name in formats for also in (name, *STORED_AS_WELL.get(name, ()))]
+    return list(dict.fromkeys(PILImage.MIME[name] for name in names if name in PILImage.MIME))
 
 
 class NotAnImage(Exception):

@@ -1,13 +1,13 @@
 """Images read as plain rows and written as the JSON that `ImageSchema` describes.
 
 A page of images is the hottest response: reading columns instead of ORM objects, and writing
-dicts directly instead of through marshmallow, makes it several times cheaper.
-tests/test_image_rows.py holds the output equal to `image_schema.dump`.
+dicts directly instead of through marshmallow, makes it several times cheaper. The columns are
+those of the schema's fields; tests/test_image_rows.py holds the output equal to
+`image_schema.dump`, keys, order and values.
 """
 
 import functools
 from collections.abc import Callable, Sequence
-from operator import attrgetter
 from typing import Any
 
 from flask import current_app
@@ -17,23 +17,19 @@ from ..models import Image, Tag, User, image_tags
 from ..pagination import count_of, page_window
 from ..schemas import utc_text
 from ..urls import url_template
+from .schemas import image_schema
 
-# Each image's columns and its uploader's name (null once the uploader is deleted), in the
-# order that `image_writer` reads them.
+# The fields that `image_writer` makes of the id, the tags and the settings; every other field
+# of `ImageSchema` is a column, read under its name: the image's own, or its uploader's name
+# (null once the uploader is deleted).
+MADE_FIELDS = ("id", "image", "tags", "thumbnails")
+STORED_FIELDS = tuple(name for name in image_schema.fields if name not in MADE_FIELDS)
+OTHER_COLUMNS = {"created_by": User.username.label("created_by")}
+# The id, then the stored fields' columns in the schema's order.
 IMAGE_COLUMNS = (
     Image.id,
-    Image.filename,
-    Image.content_type,
-    Image.format,
-    Image.size,
-    Image.width,
-    Image.height,
-    Image.sha256,
-    Image.created_at,
-    User.username.label("created_by"),
+    *(OTHER_COLUMNS.get(name, getattr(Image, name)) for name in STORED_FIELDS),
 )
-# The same values read from an Image object, but the uploader's name.
-IMAGE_VALUES = attrgetter(*(column.key for column in IMAGE_COLUMNS[:-1]))
 # Statements of recent list requests, by their filters: a statement built once is also keyed
 # and compiled once, which costs more than running it. Clients choose the filters, so the
 # memory is bounded, and statements of many tag names (large, rarely repeated) are not kept.
@@ -144,36 +140,18 @@ def image_writer() -> Writer:
     sizes = [(str(size), size) for size in current_app.config["THUMBNAIL_SIZES"]]
 
     def write(values: Sequence[Any], tags: list[str]) -> dict[str, Any]:
-        # Unpacked: reading a row's values by name costs more than writing them out.
-        (
-            image_id,
-            filename,
-            content_type,
-            image_format,
-            size,
-            width,
-            height,
-            sha256,
-            created_at,
-            created_by,
-        ) = values
-        return {
+        image_id = values[0]
+        image = {
             "id": image_id,
             "image": file_url.format(image_id=image_id),
             "tags": tags,
             "thumbnails": {
                 key: thumbnail_url.format(image_id=image_id, size=value) for key, value in sizes
             },
-            "filename": filename,
-            "content_type": content_type,
-            "format": image_format,
-            "size": size,
-            "width": width,
-            "height": height,
-            "sha256": sha256,
-            "created_by": created_by,
-            "created_at": utc_text(created_at),
         }
+        image.update(zip(STORED_FIELDS, values[1:], strict=True))
+        image["created_at"] = utc_text(image["created_at"])  # keeps its place among the keys
+        return image
 
     return write
 
@@ -199,13 +177,13 @@ def read_images(
 def write_images(images: list[Image]) -> list[dict[str, Any]]:
     """Write out images loaded as objects, with their tags and uploader."""
     write = image_writer()
-    return [
-        write(
-            (
-                *IMAGE_VALUES(image),
-                image.created_by.username if image.created_by else None,
-            ),
-            [tag.name for tag in image.tags],
-        )
-        for image in images
-    ]
+    return [write(image_values(image), [tag.name for tag in image.tags]) for image in images]
+
+
+def image_values(image: Image) -> tuple[Any, ...]:
+    """Return the values of `IMAGE_COLUMNS` read from an image object."""
+    uploader = image.created_by.username if image.created_by else None
+    return (
+        image.id,
+        *(uploader if name == "created_by" else getattr(image, name) for name in STORED_FIELDS),
+    )

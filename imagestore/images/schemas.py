@@ -6,7 +6,7 @@ from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from ..models import fold_name
-from ..schemas import Checksum, Cursor, Input, PageArgs, TagNames, Timestamp
+from ..schemas import Checksum, Creator, Cursor, DatedPageArgs, Input, TagNames, Timestamp
 from ..urls import external_url
 
 
@@ -27,18 +27,14 @@ class ImageSchema(Schema):
         },
         metadata={"type": "object", "additionalProperties": {"type": "string", "format": "uri"}},
     )
-    filename = fields.String()
-    content_type = fields.String()
-    format = fields.String()
-    size = fields.Integer()
-    width = fields.Integer()
-    height = fields.Integer()
-    sha256 = fields.String()
-    created_by = fields.Function(
-        lambda image: image.created_by.username if image.created_by else None,
-        allow_none=True,
-        metadata={"type": "string"},
-    )
+    filename = fields.String(metadata={"description": "The uploaded file's name, cleaned."})
+    content_type = fields.String(metadata={"description": "The media type of the file's bytes."})
+    format = fields.String(metadata={"description": "The image format Pillow read: JPEG, PNG..."})
+    size = fields.Integer(metadata={"description": "The file's length in bytes."})
+    width = fields.Integer(metadata={"description": "In pixels."})
+    height = fields.Integer(metadata={"description": "In pixels."})
+    sha256 = fields.String(metadata={"description": "The SHA-256 of the file's bytes, in hex."})
+    created_by = Creator()
     created_at = Timestamp()
 
 
@@ -140,7 +136,7 @@ IMAGE_ORDERINGS = ["created_at", "-created_at", "size", "-size", "id", "-id"]
 CURSOR_ORDERINGS = ["-id", "id"]
 
 
-class ImageFilters(PageArgs):
+class ImageFilters(DatedPageArgs):
     cursor = Cursor(
         validate=validate.Range(min=0, max=2**63 - 1),
         metadata={
@@ -159,8 +155,6 @@ class ImageFilters(PageArgs):
     )
     untagged = fields.Boolean(metadata={"description": "true: only images with no tag."})
     sha256 = Checksum()
-    start_date = fields.Date(metadata={"description": "Created on or after this day (UTC)."})
-    end_date = fields.Date(metadata={"description": "Created on or before this day (UTC)."})
     created_after = fields.AwareDateTime(metadata={"description": "Created at or after."})
     created_before = fields.AwareDateTime(metadata={"description": "Created before."})
     created_by = fields.String(
@@ -181,12 +175,6 @@ class ImageFilters(PageArgs):
             "description": "With `cursor`, only `-id` (then the default) or `id`.",
         },
     )
-
-    @validates_schema
-    def dates_in_order(self, data: dict[str, Any], **kwargs: Any) -> None:
-        start, end = data.get("start_date"), data.get("end_date")
-        if start and end and end < start:
-            raise ValidationError("Must not be before start_date.", field_name="end_date")
 
     @validates_schema
     def cursor_walks_by_id(self, data: dict[str, Any], **kwargs: Any) -> None:

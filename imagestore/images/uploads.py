@@ -15,13 +15,17 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from flask import current_app
+from flask import current_app, url_for
 from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import BadRequest, Conflict
 
 from ..db import db
-from ..models import Image, lock_content
+from ..errors import abort_with
+from ..models import Image, Tag, lock_content
 from ..storage import Staged, content_key, get_storage, thumbnail_key
+from ..tags import find_tags
 from .imaging import (
     MB,
     DecodeLimits,
@@ -48,9 +52,11 @@ class CheckedUpload:
     def key(self) -> str:
         return content_key(self.staged.sha256, self.info.suffix)
 
-    def new_image(self) -> Image:
+    def new_image(self, tags: list[Tag], uploader_id: int) -> Image:
         """Return the (unsaved) image row of this upload."""
         return Image(
+            tags=tags,
+            created_by_id=uploader_id,
             filename=self.filename,
             file_key=self.key,
             content_type=self.info.content_type,
@@ -83,23 +89,102 @@ def decode_limits() -> DecodeLimits:
     )
 
 
-class BadUploads(Exception):
-    """Some uploaded files are not accepted images: each is listed."""
+class BadUploads(BadRequest):
+    """Some uploaded files are not accepted images (400): each is named, by position and
+    name, and none of the request's files is stored."""
 
-    def __init__(self, failures: list[BadUpload]) -> None:
-        super().__init__(f"{len(failures)} files are not accepted images")
+    def __init__(self, failures: list[BadUpload], count: int) -> None:
         self.failures = failures
+        if count == 1:
+            failure = failures[0]
+            messages: dict[str, Any] = {"image": [failure.reason]}
+            detail = f"{failure.filename or 'unnamed'}: {failure.reason}"
+        else:
+            messages = {
+                "image": {
+                    str(failure.position): [f"{failure.filename or 'unnamed'}: {failure.reason}"]
+                    for failure in failures
+                }
+            }
+            listed = "; ".join(
+                f"#{failure.position} {failure.filename or 'unnamed'}: {failure.reason}"
+                for failure in failures
+            )
+            detail = (
+                f"{len(failures)} of {count} files are not accepted images, so none was stored."
+                f" {listed}"
+            )
+        super().__init__(detail)
+        self.data = {"messages": {"files": messages}}
 
 
-class TooMuchToDecode(Exception):
-    """The files of one upload would take more memory to decode, together, than allowed."""
+class TooMuchToDecode(BadRequest):
+    """The files of one upload would take more memory to decode, together, than allowed (400)."""
 
     def __init__(self, count: int, needed: int, limit: int) -> None:
         files = "1 file takes" if count == 1 else f"{count} files take"
-        super().__init__(
+        detail = (
             f"The {files} about {math.ceil(needed / MB)} MB of memory to decode;"
             f" at most {limit / MB:g} MB are allowed in one request. Send them in several."
         )
+        super().__init__(detail)
+        self.data = {"messages": {"files": {"image": [detail]}}}
+
+
+def store_uploads(
+    files: list[FileStorage],
+    tag_names: list[str],
+    uploader_id: int,
+    *,
+    create_missing_tags: bool = False,
+    reject_duplicates: bool = False,
+) -> list[Image]:
+    """Store uploaded files as new images with these tags: all of them, or none (a 4xx).
+
+    Unknown tags are refused (or created) before any file is staged; then every file is
+    staged, checked and decoded; then, in one `@writes` transaction under the content lock,
+    the files are placed and the rows committed. `reject_duplicates` answers 409 naming the
+    image that already has a file's bytes.
+    """
+    find_tags(tag_names, "form", create_missing_tags, creator_id=uploader_id)
+    db.session.rollback()  # staging takes a while: no transaction stays open meanwhile
+    with checked_uploads(files) as checked:
+        tags = find_tags(tag_names, "form", create_missing_tags, creator_id=uploader_id)
+        if reject_duplicates:
+            refuse_duplicates(checked)
+        images = [upload.new_image(tags, uploader_id) for upload in checked]
+        place_and_commit(checked, images)
+    return images
+
+
+def refuse_duplicates(checked: list[CheckedUpload]) -> None:
+    """Answer 409 with the existing image's id when an upload's bytes are already stored."""
+    for upload in checked:
+        lock_content(upload.staged.sha256)
+        existing = Image.first_with_content(upload.staged.sha256)
+        if existing is not None:
+            abort_with(
+                Conflict,
+                f"Image {existing} has the same content.",
+                existing_id=existing,
+                existing=url_for("images.get_image", image_id=existing, _external=True),
+            )
+
+
+def remove_images(images: list[Image]) -> None:
+    """Delete image rows, then the files that no image uses any more.
+
+    Two transactions on purpose: the rows' deletion is committed first, then each content's
+    files are removed under the content lock once no row uses them. A failure between the two
+    leaves a file no row uses (`flask storage check --repair` removes it), never a row whose
+    file is gone; the lock keeps a concurrent upload of the same bytes from losing its file.
+    """
+    contents = sorted({(image.sha256, image.file_key) for image in images})
+    for image in images:
+        db.session.delete(image)
+    db.session.commit()
+    for sha256, key in contents:
+        release_content(sha256, key)
 
 
 @contextmanager
@@ -134,7 +219,7 @@ def checked_uploads(uploads: list[FileStorage]) -> Iterator[list[CheckedUpload]]
             except NotAnImage as error:
                 failures.append(BadUpload(position, upload.filename, str(error)))
         if failures:
-            raise BadUploads(sorted(failures, key=lambda failure: failure.position))
+            raise BadUploads(sorted(failures, key=lambda f: f.position), len(uploads))
         yield [checked for _, _, checked in inspected]
     finally:
         for file in staged:

@@ -1,26 +1,25 @@
 """Blueprint "images": /api/images/, upload, list, filter, fetch, re-tag and delete images."""
 
-import logging
 import os
-from typing import Any, NoReturn
+from typing import Any
 
-from flask import Response, abort, current_app, url_for
-from PIL import Image as PILImage
+from flask import Response, current_app, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
-from werkzeug.exceptions import Conflict, PreconditionFailed
+from werkzeug.exceptions import Conflict, NotFound, PreconditionFailed
 
-from ..auth import auth
+from ..auth import auth, ensure_may_change
 from ..db import MAX_ID, db, writes
-from ..errors import abort_with, bad_field, invalid_input, problem_response
-from ..models import CurrentUser, Image, Tag, User, fold_name, lock_content
+from ..errors import bad_field, invalid_input, problem_response
+from ..models import Image, Tag, User, fold_name
 from ..openapi import doc
 from ..pagination import read_keyset_page, read_page
 from ..schemas import use_args
 from ..security import DOWNLOAD_POLICY
 from ..storage import get_storage
+from ..tags import find_tags
 from . import bp
-from .imaging import TooBigToDecode
+from .imaging import TooBigToDecode, stored_media_types
 from .rows import IMAGE_BY_ID, cursor_query, page_queries, read_images, write_images
 from .schemas import (
     CreateMissingTags,
@@ -34,21 +33,14 @@ from .schemas import (
     ImageUploadForm,
     image_schema,
 )
-from .uploads import (
-    BadUploads,
-    CheckedUpload,
-    TooMuchToDecode,
-    checked_uploads,
-    place_and_commit,
-    release_content,
-    thumbnail,
-)
+from .uploads import remove_images, store_uploads, thumbnail
 
-log = logging.getLogger(__name__)
+IMAGE_OWNERS_ONLY = "Only the image's uploader or an administrator may change it."
 
-# Formats Pillow also reports for files it opens as an accepted one: a JPEG with more pictures
-# after the first is an MPO.
-STORED_AS_WELL = {"JPEG": ("MPO",)}
+
+def no_image(image_id: int) -> NotFound:
+    """Return the 404 of an id that names no image (a larger one than any column holds too)."""
+    return NotFound(f"No image has the id {image_id}.")
 
 
 def find_image(image_id: int, for_update: bool = False) -> Image:
@@ -56,8 +48,6 @@ def find_image(image_id: int, for_update: bool = False) -> Image:
 
     `for_update` locks its row (PostgreSQL) so that concurrent changes of it wait in turn.
     """
-    if image_id > MAX_ID:
-        abort(404, description=f"No image has the id {image_id}.")
     query = (
         db.select(Image)
         .where(Image.id == image_id)
@@ -65,32 +55,10 @@ def find_image(image_id: int, for_update: bool = False) -> Image:
     )
     if for_update:
         query = query.with_for_update(of=Image)
-    image = db.session.scalar(query)
+    image = db.session.scalar(query) if image_id <= MAX_ID else None
     if image is None:
-        abort(404, description=f"No image has the id {image_id}.")
+        raise no_image(image_id)
     return image
-
-
-def find_tags(
-    names: list[str], location: str, create_missing: bool = False, field: str = "tags"
-) -> list[Tag]:
-    """Return the tags with these names; create the missing ones or answer 400 naming them."""
-    if not names:
-        return []
-    found = db.session.scalars(
-        db.select(Tag).where(Tag.name_folded.in_([fold_name(name) for name in names]))
-    ).all()
-    known = {tag.name_folded for tag in found}
-    missing = [name for name in names if fold_name(name) not in known]
-    if missing and not create_missing:
-        bad_field(location, field, f"Unknown tags: {', '.join(missing)}.")
-    created = []
-    for name in missing:
-        tag = Tag(created_by_id=auth.current_user().id)
-        tag.rename(name)
-        created.append(tag)
-    db.session.add_all(created)
-    return [*found, *created]
 
 
 def refuse_unknown_filter_values(filters: dict[str, Any]) -> None:
@@ -114,48 +82,12 @@ def refuse_unknown_filter_values(filters: dict[str, Any]) -> None:
     if uploader and db.session.scalar(User.named(uploader).with_only_columns(User.id)) is None:
         messages["created_by"] = [f"No user is named {uploader!r}."]
     content_type = filters.get("content_type")
-    if content_type and content_type.lower() not in stored_content_types():
-        listed = ", ".join(sorted(stored_content_types()))
+    stored = stored_media_types(current_app.config["IMAGE_FORMATS"])
+    if content_type and content_type.lower() not in stored:
+        listed = ", ".join(sorted(stored))
         messages["content_type"] = [f"Images are stored as {listed}; not {content_type}."]
     if messages:
         invalid_input({"query": messages})
-
-
-def stored_content_types() -> set[str]:
-    """Return the content types images can have: those of the accepted formats."""
-    formats = current_app.config["IMAGE_FORMATS"]
-    names = [*formats, *(also for name in formats for also in STORED_AS_WELL.get(name, ()))]
-    PILImage.init()
-    return {PILImage.MIME[name] for name in names if name in PILImage.MIME}
-
-
-def refuse_bad_uploads(error: BadUploads, count: int) -> NoReturn:
-    """Answer 400 naming each file that is not an accepted image, by position and name."""
-    if count == 1:
-        failure = error.failures[0]
-        invalid_input(
-            {"files": {"image": [failure.reason]}},
-            detail=f"{failure.filename or 'unnamed'}: {failure.reason}",
-        )
-    messages = {
-        str(failure.position): [f"{failure.filename or 'unnamed'}: {failure.reason}"]
-        for failure in error.failures
-    }
-    listed = "; ".join(
-        f"#{failure.position} {failure.filename or 'unnamed'}: {failure.reason}"
-        for failure in error.failures
-    )
-    invalid_input(
-        {"files": {"image": messages}},
-        detail=f"{len(error.failures)} of {count} files are not accepted images,"
-        f" so none was stored. {listed}",
-    )
-
-
-def ensure_may_change(image: Image, user: CurrentUser) -> None:
-    """Answer 403 unless the user uploaded the image or is an admin."""
-    if not image.may_be_changed_by(user):
-        abort(403, description="Only the image's uploader or an administrator may change it.")
 
 
 @bp.get("/")
@@ -192,43 +124,17 @@ def create_image(
     query_args: dict[str, Any], form_args: dict[str, Any], files_args: dict[str, Any]
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Store uploaded images (one, or up to 100 at once) with shared tags, all or nothing."""
-    create_missing = query_args["create_missing_tags"]
-    uploads = files_args["image"]
-    # Unknown tags are refused before any file is staged.
-    find_tags(form_args["tags"], "form", create_missing=create_missing)
-    db.session.rollback()
-    try:
-        with checked_uploads(uploads) as checked:
-            tags = find_tags(form_args["tags"], "form", create_missing=create_missing)
-            if query_args["on_duplicate"] == "reject":
-                refuse_duplicates(checked)
-            images = [upload.new_image() for upload in checked]
-            for image in images:
-                image.tags = tags
-                image.created_by_id = auth.current_user().id
-            place_and_commit(checked, images)
-    except BadUploads as error:
-        refuse_bad_uploads(error, len(uploads))
-    except TooMuchToDecode as error:
-        invalid_input({"files": {"image": [str(error)]}}, detail=str(error))
+    images = store_uploads(
+        files_args["image"],
+        form_args["tags"],
+        auth.current_user().id,
+        create_missing_tags=query_args["create_missing_tags"],
+        reject_duplicates=query_args["on_duplicate"] == "reject",
+    )
     if len(images) > 1:
         return write_images(images), 201, {}
     location = url_for("images.get_image", image_id=images[0].id, _external=True)
     return write_images(images)[0], 201, {"Location": location}
-
-
-def refuse_duplicates(checked: list[CheckedUpload]) -> None:
-    """Answer 409 with the existing image's id when an upload's bytes are already stored."""
-    for upload in checked:
-        lock_content(upload.staged.sha256)
-        existing = Image.first_with_content(upload.staged.sha256)
-        if existing is not None:
-            abort_with(
-                Conflict,
-                f"Image {existing} has the same content.",
-                existing_id=existing,
-                existing=url_for("images.get_image", image_id=existing, _external=True),
-            )
 
 
 @bp.get("/<int:image_id>/")
@@ -241,7 +147,7 @@ def get_image(image_id: int) -> dict[str, Any]:
         with db.engine.connect() as connection:
             found = read_images(connection, IMAGE_BY_ID, {"image_id": image_id})
     if not found:
-        abort(404, description=f"No image has the id {image_id}.")
+        raise no_image(image_id)
     return found[0]
 
 
@@ -274,7 +180,7 @@ def update_image_tags(
 def retag(image_id: int, args: dict[str, Any], create_missing: bool) -> dict[str, Any]:
     """Give an image the tags named in `args`, if any, after checking who asks."""
     image = find_image(image_id, for_update=True)
-    ensure_may_change(image, auth.current_user())
+    ensure_may_change(image.created_by_id, IMAGE_OWNERS_ONLY)
     if "tags" in args:
         image.tags = find_tags(args["tags"], "json_or_form", create_missing=create_missing)
         db.session.commit()
@@ -288,11 +194,8 @@ def retag(image_id: int, args: dict[str, Any], create_missing: bool) -> dict[str
 def delete_image(image_id: int) -> tuple[str, int]:
     """Delete an image, then its file once no other image uses the same bytes."""
     image = find_image(image_id, for_update=True)
-    ensure_may_change(image, auth.current_user())
-    sha256, key = image.sha256, image.file_key
-    db.session.delete(image)
-    db.session.commit()
-    release_content(sha256, key)
+    ensure_may_change(image.created_by_id, IMAGE_OWNERS_ONLY)
+    remove_images([image])
     return "", 204
 
 
@@ -304,28 +207,8 @@ def get_image_file(image_id: int, query_args: dict[str, Any]) -> Response:
     """Send an image's bytes, or one of its thumbnails, with caching and range support."""
     image = db.session.get(Image, image_id) if image_id <= MAX_ID else None
     if image is None:
-        abort(404, description=f"No image has the id {image_id}.")
-    size = query_args.get("size")
-    if size is None:
-        key, mimetype, etag, filename = (
-            image.file_key,
-            image.content_type,
-            image.sha256,
-            image.filename,
-        )
-    elif size in current_app.config["THUMBNAIL_SIZES"]:
-        try:
-            key, mimetype = thumbnail(image, size), "image/webp"
-        except TooBigToDecode as error:
-            # Stored before the limit was lowered: the file itself is still served.
-            abort(409, description=f"No thumbnail is made of image {image_id}. {error}")
-        etag, filename = (
-            f"{image.sha256}-{size}",
-            f"{os.path.splitext(image.filename)[0]}-{size}.webp",
-        )
-    else:
-        sizes = ", ".join(map(str, current_app.config["THUMBNAIL_SIZES"]))
-        bad_field("query", "size", f"Must be one of: {sizes}.")
+        raise no_image(image_id)
+    key, mimetype, etag, filename = file_to_send(image, query_args.get("size"))
     response = get_storage().send(
         key, mimetype=mimetype, etag=etag, filename=filename, last_modified=image.created_at
     )
@@ -337,3 +220,20 @@ def get_image_file(image_id: int, query_args: dict[str, Any]) -> Response:
     # A file opened straight in a browser runs no script, whatever it holds (an SVG, say).
     response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
     return response
+
+
+def file_to_send(image: Image, size: int | None) -> tuple[str, str, str, str]:
+    """Return the storage key, media type, ETag and file name of an image or of its thumbnail
+    of `size` pixels (made on first request)."""
+    if size is None:
+        return image.file_key, image.content_type, image.sha256, image.filename
+    if size not in current_app.config["THUMBNAIL_SIZES"]:
+        sizes = ", ".join(map(str, current_app.config["THUMBNAIL_SIZES"]))
+        bad_field("query", "size", f"Must be one of: {sizes}.")
+    try:
+        key = thumbnail(image, size)
+    except TooBigToDecode as error:
+        # Stored before the limit was lowered: the file itself is still served.
+        raise Conflict(f"No thumbnail is made of image {image.id}. {error}") from None
+    name = f"{os.path.splitext(image.filename)[0]}-{size}.webp"
+    return key, "image/webp", f"{image.sha256}-{size}", name

@@ -13,7 +13,6 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema, fields
-from PIL import Image as PILImage
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import FloatConverter, IntegerConverter, Rule, UUIDConverter
 
@@ -36,9 +35,6 @@ OCTET_STREAM = "application/octet-stream"
 IMAGE_FILES = "image/*"
 # Thumbnails are WebP, whatever their original (imaging.make_thumbnail).
 THUMBNAIL_MEDIA_TYPE = "image/webp"
-# Pillow opens a multi-picture JPEG, as cameras write them, as MPO; the service keeps the media
-# type Pillow names for what it opened.
-OPENED_AS = {"JPEG": ("MPO",)}
 # The request headers of conditional and range requests that a file download answers
 # (storage.send: werkzeug decides as for any file it sends).
 FILE_REQUEST_HEADERS = {
@@ -351,12 +347,10 @@ class DocumentBuilder:
         accepted on upload and of thumbnails, for `image/*`."""
         if media_type != IMAGE_FILES:
             return [media_type]
-        PILImage.init()
-        found = []
-        for name in self.app.config["IMAGE_FORMATS"]:
-            for opened in (name, *OPENED_AS.get(name, ())):
-                found.append(PILImage.MIME.get(opened))
-        return list(dict.fromkeys(item for item in [*found, THUMBNAIL_MEDIA_TYPE] if item))
+        from ..images.imaging import stored_media_types  # the images package imports `doc`
+
+        stored = stored_media_types(self.app.config["IMAGE_FORMATS"])
+        return list(dict.fromkeys([*stored, THUMBNAIL_MEDIA_TYPE]))
 
     def page_schema(self, row: dict[str, Any]) -> dict[str, Any]:
         """Return a reference to the page envelope of rows of one schema."""
