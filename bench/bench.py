@@ -223,7 +223,8 @@ def wrk(url: str, seconds: float, auth: str, script: list[str] | None = None) ->
         "p50": re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE),
         "p99": re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE),
     }
-    if not all(found.values()):
+    read = {name: match.group(1) for name, match in found.items() if match}
+    if len(read) < len(found):
         raise RuntimeError(f"cannot read wrk's output:\n{output}")
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = re.search(
@@ -231,10 +232,10 @@ def wrk(url: str, seconds: float, auth: str, script: list[str] | None = None) ->
     )
     server_errors = re.search(r"5xx responses: (\d+)", output)
     return Load(
-        requests=int(found["requests"].group(1)),
-        rps=float(found["rps"].group(1)),
-        p50_ms=duration_ms(found["p50"].group(1)),
-        p99_ms=duration_ms(found["p99"].group(1)),
+        requests=int(read["requests"]),
+        rps=float(read["rps"]),
+        p50_ms=duration_ms(read["p50"]),
+        p99_ms=duration_ms(read["p99"]),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         # Sync workers close every connection; wrk counts a peer's close as a read error.
         socket_errors=sum(int(n) for i, n in enumerate(errors.groups()) if i != 1) if errors else 0,
@@ -480,7 +481,7 @@ def fill_directly(env: dict[str, str], images: int, trackings: int) -> tuple[dat
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        from sqlalchemy import text
+        from sqlalchemy import insert, text
 
         from imagestore import create_app
         from imagestore.db import db
@@ -503,7 +504,7 @@ def fill_directly(env: dict[str, str], images: int, trackings: int) -> tuple[dat
             )
             for number, name in enumerate(TAGS, start=1):
                 connection.execute(
-                    Tag.__table__.insert(),
+                    insert(Tag),
                     {
                         "id": number,
                         "name": name,
@@ -772,7 +773,9 @@ def measure(
                 raise RuntimeError(f"GET {path} answered {status}: {body}")
         for target in (bare, server, untracked):  # warm-up: each worker checks the password once
             wrk(target.url + "/api/", 1, instance.auth)
-        runs = [(label, server, path, None) for label, path in endpoints]
+        runs: list[tuple[str, Server, str, list[str] | None]] = [
+            (label, server, path, None) for label, path in endpoints
+        ]
         # Tracking on and off, in pairs that give what tracking costs: before the uploads, whose
         # disk writes would slow the first run after them, and in turn on first and off first.
         for round_ in range(1, TRACKING_ROUNDS + 1):

@@ -6,7 +6,7 @@ import hashlib
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -25,7 +25,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import CursorResult, Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import (
     Mapped,
@@ -39,7 +39,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
-from .db import MAX_ID, db
+from .db import MAX_ID, Model, db
 
 # PostgreSQL compares and groups JSONB; plain JSON elsewhere.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -131,7 +131,7 @@ image_tags = Table(
 )
 
 
-class User(db.Model):
+class User(Model):
     __tablename__ = "users"
     __table_args__ = NEVER_REUSE_IDS
 
@@ -180,7 +180,7 @@ class CurrentUser:
         return cls(user.id, user.username, user.password_hash, user.is_active, user.is_admin)
 
 
-class Token(db.Model):
+class Token(Model):
     """A bearer token of a user: only its SHA-256 is stored, the secret is shown once."""
 
     __tablename__ = "tokens"
@@ -212,13 +212,15 @@ class Token(db.Model):
     @classmethod
     def revoke_all_of(cls, user_id: int) -> int:
         """Delete every token of a user, in the session's transaction; return how many."""
-        return db.session.execute(delete(cls).where(cls.user_id == user_id)).rowcount
+        # A DELETE's result is a cursor result, which counts the rows.
+        result = db.session.execute(delete(cls).where(cls.user_id == user_id))
+        return cast("CursorResult[Any]", result).rowcount
 
     def __repr__(self) -> str:
         return f"<Token {self.id} {self.name}>"
 
 
-class Tag(db.Model):
+class Tag(Model):
     __tablename__ = "tags"
     __table_args__ = NEVER_REUSE_IDS
 
@@ -230,6 +232,15 @@ class Tag(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
     created_by: Mapped[User | None] = relationship()
+    # How many images carry the tag, counted by the same query that loads the tag. Deferred: the
+    # tags of listed images do not need it (Tag.matching and Tag.named load it).
+    image_count: Mapped[int] = column_property(
+        select(func.count(image_tags.c.image_id))
+        .where(image_tags.c.tag_id == id)
+        .correlate_except(image_tags)
+        .scalar_subquery(),
+        deferred=True,
+    )
 
     def rename(self, name: str) -> None:
         """Give the tag a new (already normalized) name."""
@@ -260,18 +271,7 @@ class Tag(db.Model):
         return f"<Tag {self.name}>"
 
 
-# How many images carry the tag, counted by the same query that loads the tag. Deferred: the
-# tags of listed images do not need it (Tag.matching and Tag.named load it).
-Tag.image_count = column_property(
-    select(func.count(image_tags.c.image_id))
-    .where(image_tags.c.tag_id == Tag.id)
-    .correlate_except(image_tags)
-    .scalar_subquery(),
-    deferred=True,
-)
-
-
-class Image(db.Model):
+class Image(Model):
     __tablename__ = "images"
     __table_args__ = (
         Index("ix_images_created_at_id", "created_at", "id"),
@@ -345,8 +345,8 @@ class Image(db.Model):
         if filters.get("exclude_tags"):
             conditions.append(cls.id.not_in(images_tagged(filters["exclude_tags"])))
         if filters.get("untagged") is not None:
-            tagged = select(image_tags.c.image_id).where(image_tags.c.image_id == cls.id).exists()
-            conditions.append(~tagged if filters["untagged"] else tagged)
+            has_tags = select(image_tags.c.image_id).where(image_tags.c.image_id == cls.id).exists()
+            conditions.append(~has_tags if filters["untagged"] else has_tags)
         return conditions
 
     @classmethod
@@ -401,7 +401,7 @@ def images_tagged(names: list[str]) -> Select:
     )
 
 
-class Tracking(db.Model):
+class Tracking(Model):
     __tablename__ = "trackings"
     __table_args__ = NEVER_REUSE_IDS
 

@@ -682,6 +682,12 @@ def test_throttle_settings_that_would_not_throttle_are_refused(make_app, setting
         make_app(**setting)
 
 
+def test_an_asyncio_throttle_storage_is_refused_at_startup(make_app):
+    """An asyncio storage (`async+...`) cannot count logins for a synchronous view."""
+    with pytest.raises(ValueError, match="RATELIMIT_STORAGE_URL"):
+        make_app(RATELIMIT_STORAGE_URL="async+memory://")
+
+
 # The throttle's counts shared by two hosts through Redis
 
 

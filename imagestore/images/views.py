@@ -4,11 +4,12 @@ import logging
 import os
 from typing import Any, NoReturn
 
-from flask import Response, abort, current_app, url_for
+from flask import abort, current_app, url_for
 from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 from werkzeug.exceptions import Conflict, PreconditionFailed
+from werkzeug.wrappers import Response
 
 from ..auth import auth
 from ..db import MAX_ID, db, writes
@@ -190,7 +191,7 @@ def list_images(query_args: dict[str, Any]) -> dict[str, Any]:
 @use_args(ImageUploadFiles(), location="files")
 def create_image(
     query_args: dict[str, Any], form_args: dict[str, Any], files_args: dict[str, Any]
-) -> tuple[dict[str, Any], int, dict[str, str]]:
+) -> tuple[dict[str, Any] | list[dict[str, Any]], int, dict[str, str]]:
     """Store uploaded images (one, or up to 100 at once) with shared tags, all or nothing."""
     create_missing = query_args["create_missing_tags"]
     uploads = files_args["image"]

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import IO, BinaryIO
 from urllib.parse import quote, urlsplit
 
 from flask import Flask, Response, current_app
@@ -66,7 +66,7 @@ class Storage:
     staging_folder: str
     staging_prefix = "upload-"
 
-    def stage(self, stream: BinaryIO) -> Staged:
+    def stage(self, stream: IO[bytes]) -> Staged:
         """Copy a stream in chunks to a new temporary file, hashing it on the way."""
         os.makedirs(self.staging_folder, exist_ok=True)
         digest = hashlib.sha256()
