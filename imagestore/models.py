@@ -305,29 +305,34 @@ class Image(Model):
         # Images of one tag in date or id order: walk that index, checking the tag (see
         # walk_in_order); a cursor walk by id then costs what the first page does.
         walk = len(filters.get("tags") or ()) == 1 and field.lstrip("-") in ("created_at", "id")
-        for condition in cls.tag_conditions(filters, walk_in_order(cls.id) if walk else cls.id):
-            query = query.where(condition)
+        tag_key = walk_in_order(cls.id) if walk else cls.id
+        return query.where(*cls.tag_conditions(filters, tag_key), *cls.field_conditions(filters))
+
+    @classmethod
+    def field_conditions(cls, filters: dict[str, Any]) -> list[Any]:
+        """Return the WHERE conditions of the filters on the image's own columns."""
+        conditions = []
         if filters.get("sha256"):
-            query = query.where(cls.sha256 == filters["sha256"])
+            conditions.append(cls.sha256 == filters["sha256"])
         if filters.get("start_date"):
-            query = query.where(cls.created_at >= day_start(filters["start_date"]))
+            conditions.append(cls.created_at >= day_start(filters["start_date"]))
         if filters.get("end_date") and filters["end_date"] < date.max:
             next_day = day_start(filters["end_date"]) + timedelta(days=1)
-            query = query.where(cls.created_at < next_day)
+            conditions.append(cls.created_at < next_day)
         if filters.get("created_after"):
-            query = query.where(cls.created_at >= filters["created_after"])
+            conditions.append(cls.created_at >= filters["created_after"])
         if filters.get("created_before"):
-            query = query.where(cls.created_at < filters["created_before"])
+            conditions.append(cls.created_at < filters["created_before"])
         if filters.get("created_by"):
             uploader = User.named(filters["created_by"]).with_only_columns(User.id)
-            query = query.where(cls.created_by_id.in_(uploader.scalar_subquery()))
+            conditions.append(cls.created_by_id.in_(uploader.scalar_subquery()))
         if filters.get("content_type"):
-            query = query.where(cls.content_type == filters["content_type"].lower())
+            conditions.append(cls.content_type == filters["content_type"].lower())
         if filters.get("min_width"):
-            query = query.where(cls.width >= filters["min_width"])
+            conditions.append(cls.width >= filters["min_width"])
         if filters.get("min_height"):
-            query = query.where(cls.height >= filters["min_height"])
-        return query
+            conditions.append(cls.height >= filters["min_height"])
+        return conditions
 
     @classmethod
     def tag_conditions(cls, filters: dict[str, Any], key: Any = None) -> list[Any]:

@@ -45,7 +45,11 @@ class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
     USE_ARGS_POSITIONAL = False
     # Bodies (fields and files) refuse what their schema does not know; queries ignore it.
-    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "files": None}
+    # (webargs declares it an instance attribute, so it cannot be a ClassVar here.)
+    DEFAULT_UNKNOWN_BY_LOCATION = {  # noqa: RUF012
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+        "files": None,
+    }
 
     def _raw_load_json(self, req: Any) -> Any:
         """Parse a JSON body; one nested too deeply for Python's parser is invalid JSON, a 400."""

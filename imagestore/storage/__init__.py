@@ -7,6 +7,7 @@ its checksum is computed), checked, then placed under its key in one atomic step
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -118,10 +119,8 @@ class Storage:
 
 def remove_quietly(path: str) -> None:
     """Remove a file if it is there."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def content_key(sha256: str, suffix: str) -> str:
