@@ -36,6 +36,7 @@ test: install-test
 lint: install-test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 format: install-test
 	$(BIN)/ruff format .

@@ -15,11 +15,12 @@ from collections import OrderedDict
 from functools import cached_property
 from typing import Any
 
-from flask import Flask, Request, Response, current_app, request
+from flask import Flask, Request, current_app, request
 from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
 from sqlalchemy import select
 from werkzeug.exceptions import Forbidden, Unauthorized
 from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.wrappers import Response
 
 from .db import db, fetch_one
 from .errors import problem_response

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import g, has_request_context
 from flask_sqlalchemy import SQLAlchemy
@@ -37,6 +37,13 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+# The models' base class. Flask-SQLAlchemy builds `db.Model` at run time from `Base` (adding a
+# bind key and query property), so a type checker cannot use it as a base: it sees `Base`.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model
 
 
 def writes(view: View) -> View:

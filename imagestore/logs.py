@@ -87,7 +87,9 @@ def start_request() -> None:
 
 def log_request(response: Response) -> Response:
     """Return the request id in the response and write the request's one log line."""
-    req, context = request._get_current_object(), g._get_current_object()  # once, not per use
+    # Once, not per use. Flask types `request` as the Request it stands for, not as a proxy.
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    context = g._get_current_object()
     response.headers[REQUEST_ID_HEADER] = request_id()
     status = response.status_code
     path = req.path

@@ -6,7 +6,7 @@ import hashlib
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -27,7 +27,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import CursorResult, Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import (
     Mapped,
@@ -41,7 +41,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
-from .db import MAX_ID, db
+from .db import MAX_ID, Model, db
 
 # PostgreSQL compares and groups JSONB; plain JSON elsewhere.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -123,14 +123,15 @@ def day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def created_within(query: Select, created_at: Any, filters: dict[str, Any]) -> Select:
-    """Keep the rows created from the `start_date` to the `end_date` filter (UTC days, both
-    included)."""
+def created_within(created_at: Any, filters: dict[str, Any]) -> list[Any]:
+    """Return the conditions of rows created from the `start_date` to the `end_date` filter
+    (UTC days, both included)."""
+    conditions = []
     if filters.get("start_date"):
-        query = query.where(created_at >= day_start(filters["start_date"]))
+        conditions.append(created_at >= day_start(filters["start_date"]))
     if filters.get("end_date") and filters["end_date"] < date.max:
-        query = query.where(created_at < day_start(filters["end_date"]) + timedelta(days=1))
-    return query
+        conditions.append(created_at < day_start(filters["end_date"]) + timedelta(days=1))
+    return conditions
 
 
 image_tags = Table(
@@ -143,7 +144,7 @@ image_tags = Table(
 )
 
 
-class User(db.Model):
+class User(Model):
     __tablename__ = "users"
     __table_args__ = NEVER_REUSE_IDS
 
@@ -196,7 +197,7 @@ class CurrentUser:
         return self.is_admin or owner_id == self.id
 
 
-class Token(db.Model):
+class Token(Model):
     """A bearer token of a user: only its SHA-256 is stored, the secret is shown once."""
 
     __tablename__ = "tokens"
@@ -228,13 +229,15 @@ class Token(db.Model):
     @classmethod
     def revoke_all_of(cls, user_id: int) -> int:
         """Delete every token of a user, in the session's transaction; return how many."""
-        return db.session.execute(delete(cls).where(cls.user_id == user_id)).rowcount
+        # A DELETE's result is a cursor result, which counts the rows.
+        result = db.session.execute(delete(cls).where(cls.user_id == user_id))
+        return cast("CursorResult[Any]", result).rowcount
 
     def __repr__(self) -> str:
         return f"<Token {self.id} {self.name}>"
 
 
-class Tag(db.Model):
+class Tag(Model):
     __tablename__ = "tags"
     __table_args__ = NEVER_REUSE_IDS
 
@@ -246,6 +249,15 @@ class Tag(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
     created_by: Mapped[User | None] = relationship()
+    # How many images carry the tag, counted by the same query that loads the tag. Deferred: the
+    # tags of listed images do not need it (Tag.matching and Tag.named load it).
+    image_count: Mapped[int] = column_property(
+        select(func.count(image_tags.c.image_id))
+        .where(image_tags.c.tag_id == id)
+        .correlate_except(image_tags)
+        .scalar_subquery(),
+        deferred=True,
+    )
 
     def rename(self, name: str) -> None:
         """Give the tag a new (already normalized) name."""
@@ -289,18 +301,7 @@ class Tag(db.Model):
         return f"<Tag {self.name}>"
 
 
-# How many images carry the tag, counted by the same query that loads the tag. Deferred: the
-# tags of listed images do not need it (Tag.matching and Tag.named load it).
-Tag.image_count = column_property(
-    select(func.count(image_tags.c.image_id))
-    .where(image_tags.c.tag_id == Tag.id)
-    .correlate_except(image_tags)
-    .scalar_subquery(),
-    deferred=True,
-)
-
-
-class Image(db.Model):
+class Image(Model):
     __tablename__ = "images"
     __table_args__ = (
         Index("ix_images_created_at_id", "created_at", "id"),
@@ -334,25 +335,30 @@ class Image(db.Model):
         # Images of one tag in date or id order: walk that index, checking the tag (see
         # walk_in_order); a cursor walk by id then costs what the first page does.
         walk = len(filters.get("tags") or ()) == 1 and field.lstrip("-") in ("created_at", "id")
-        for condition in cls.tag_conditions(filters, walk_in_order(cls.id) if walk else cls.id):
-            query = query.where(condition)
+        tag_key = walk_in_order(cls.id) if walk else cls.id
+        return query.where(*cls.tag_conditions(filters, tag_key), *cls.field_conditions(filters))
+
+    @classmethod
+    def field_conditions(cls, filters: dict[str, Any]) -> list[Any]:
+        """Return the WHERE conditions of the filters on the image's own columns."""
+        conditions = []
         if filters.get("sha256"):
-            query = query.where(cls.sha256 == filters["sha256"])
-        query = created_within(query, cls.created_at, filters)
+            conditions.append(cls.sha256 == filters["sha256"])
+        conditions += created_within(cls.created_at, filters)
         if filters.get("created_after"):
-            query = query.where(cls.created_at >= filters["created_after"])
+            conditions.append(cls.created_at >= filters["created_after"])
         if filters.get("created_before"):
-            query = query.where(cls.created_at < filters["created_before"])
+            conditions.append(cls.created_at < filters["created_before"])
         if filters.get("created_by"):
             uploader = User.named(filters["created_by"]).with_only_columns(User.id)
-            query = query.where(cls.created_by_id.in_(uploader.scalar_subquery()))
+            conditions.append(cls.created_by_id.in_(uploader.scalar_subquery()))
         if filters.get("content_type"):
-            query = query.where(cls.content_type == filters["content_type"].lower())
+            conditions.append(cls.content_type == filters["content_type"].lower())
         if filters.get("min_width"):
-            query = query.where(cls.width >= filters["min_width"])
+            conditions.append(cls.width >= filters["min_width"])
         if filters.get("min_height"):
-            query = query.where(cls.height >= filters["min_height"])
-        return query
+            conditions.append(cls.height >= filters["min_height"])
+        return conditions
 
     @classmethod
     def tag_conditions(cls, filters: dict[str, Any], key: Any = None) -> list[Any]:
@@ -370,8 +376,8 @@ class Image(db.Model):
         if filters.get("exclude_tags"):
             conditions.append(cls.id.not_in(images_tagged(filters["exclude_tags"])))
         if filters.get("untagged") is not None:
-            tagged = select(image_tags.c.image_id).where(image_tags.c.image_id == cls.id).exists()
-            conditions.append(~tagged if filters["untagged"] else tagged)
+            has_tags = select(image_tags.c.image_id).where(image_tags.c.image_id == cls.id).exists()
+            conditions.append(~has_tags if filters["untagged"] else has_tags)
         return conditions
 
     @classmethod
@@ -422,7 +428,7 @@ def images_tagged(names: list[str]) -> Select:
     )
 
 
-class Tracking(db.Model):
+class Tracking(Model):
     __tablename__ = "trackings"
     __table_args__ = NEVER_REUSE_IDS
 
@@ -466,7 +472,7 @@ class Tracking(db.Model):
         for name in ("endpoint", "method", "status_code", "request_id"):
             if filters.get(name) is not None:
                 query = query.where(getattr(cls, name) == filters[name])
-        return created_within(query, cls.created_at, filters)
+        return query.where(*created_within(cls.created_at, filters))
 
     def __repr__(self) -> str:
         return f"<Tracking {self.id} {self.method} {self.endpoint}>"

@@ -57,7 +57,7 @@ def count_of(query: Select) -> Select:
 
     Only the rows are counted: computed columns (a tag's image count) are not worked out.
     """
-    rows = query.with_only_columns(literal_column("1"), maintain_column_froms=True)
+    rows: Select = query.with_only_columns(literal_column("1"), maintain_column_froms=True)
     return select(func.count()).select_from(rows.order_by(None).subquery())
 
 

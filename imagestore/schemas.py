@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
+from flask import Request
 from marshmallow import (
     RAISE,
     Schema,
@@ -44,7 +45,11 @@ class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
     USE_ARGS_POSITIONAL = False
     # Bodies (fields and files) refuse what their schema does not know; queries ignore it.
-    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "files": None}
+    # (webargs declares it an instance attribute, so it cannot be a ClassVar here.)
+    DEFAULT_UNKNOWN_BY_LOCATION = {  # noqa: RUF012
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+        "files": None,
+    }
 
     def _raw_load_json(self, req: Any) -> Any:
         """Parse a JSON body; one nested too deeply for Python's parser is invalid JSON, a 400."""
@@ -73,9 +78,17 @@ class Parser(FlaskParser):
             raise UnsupportedBody(req.mimetype, ("multipart/form-data",))
         return super().load_files(req, schema)
 
-    def handle_error(self, error, req, schema, *, error_status_code, error_headers) -> NoReturn:
+    def handle_error(
+        self,
+        error: ValidationError,
+        req: Request,
+        schema: Schema,
+        *,
+        error_status_code: int | None,
+        error_headers: Mapping[str, str] | None,
+    ) -> NoReturn:
         """Abort with the field messages; the error handler renders them as problem+json."""
-        invalid_input(error.messages)
+        invalid_input(error.messages_dict)  # webargs keys them by location
 
     def use_args(self, argmap: Any, req: Any = None, **kwargs: Any) -> Callable:
         """Parse `argmap` into the view's arguments, and note it for the OpenAPI document."""
@@ -84,7 +97,8 @@ class Parser(FlaskParser):
 
         def note_inputs(view: Callable) -> Callable:
             wrapper = decorator(view)
-            wrapper.openapi_inputs = (*getattr(view, "openapi_inputs", ()), (location, argmap))
+            inputs = (*getattr(view, "openapi_inputs", ()), (location, argmap))
+            wrapper.openapi_inputs = inputs  # type: ignore[attr-defined]  # a function attribute
             return wrapper
 
         return note_inputs
@@ -102,7 +116,9 @@ def utc_text(value: datetime) -> str:
 class Timestamp(fields.DateTime):
     """A UTC timestamp written as ISO 8601 with a `Z`: 2026-11-27T10:00:00.123456Z."""
 
-    def _serialize(self, value: datetime | None, attr, obj, **kwargs) -> str | None:
+    def _serialize(
+        self, value: datetime | None, attr: str | None, obj: Any, **kwargs: Any
+    ) -> str | None:
         return None if value is None else utc_text(value)
 
 
@@ -141,7 +157,9 @@ class TagName(fields.String):
         description = " ".join(filter(None, [inferred.get("description"), rules]))
         return inferred | {"maxLength": TAG_NAME_MAX, "description": description}
 
-    def _deserialize(self, value: Any, attr, data, **kwargs) -> str:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
         return normalize_tag_name(super()._deserialize(value, attr, data, **kwargs))
 
 
@@ -160,12 +178,15 @@ class TagNames(fields.List):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(TagName(), **kwargs)
 
-    def _deserialize(self, value: Any, attr, data, **kwargs) -> list[str]:
+    # marshmallow types a list's items as optional; a tag name never is None.
+    def _deserialize(  # type: ignore[override]
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> list[str]:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list | tuple):
             raise self.make_error("invalid")
-        pieces = []
+        pieces: list[str] = []
         for item in value:
             if not isinstance(item, str):
                 raise ValidationError("Each tag must be a string.")
@@ -180,7 +201,9 @@ class TagNames(fields.List):
 class UpperString(fields.String):
     """A string compared in upper case, such as an HTTP method."""
 
-    def _deserialize(self, value: Any, attr, data, **kwargs) -> str:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
         return super()._deserialize(value, attr, data, **kwargs).upper()
 
 
@@ -206,7 +229,9 @@ class Input(Schema):
 class Checksum(fields.String):
     """A SHA-256 in hexadecimal, any case; loaded in lower case."""
 
-    def _deserialize(self, value: Any, attr, data, **kwargs) -> str:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> str:
         text = super()._deserialize(value, attr, data, **kwargs).lower()
         if not SHA256_HEX.fullmatch(text):
             raise ValidationError("Must be 64 hexadecimal digits.")
@@ -216,7 +241,9 @@ class Checksum(fields.String):
 class Cursor(fields.Integer):
     """A keyset cursor: the id past which a list goes on; empty (or 0) starts at its first row."""
 
-    def _deserialize(self, value: Any, attr, data, **kwargs) -> int:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> int:
         if value == "":
             return 0
         return super()._deserialize(value, attr, data, **kwargs)

@@ -11,8 +11,9 @@ import base64
 import hashlib
 import re
 
-from flask import Flask, Response, request
+from flask import Flask, request
 from werkzeug.exceptions import Forbidden
+from werkzeug.wrappers import Response
 
 from .errors import problem_response
 

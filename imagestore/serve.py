@@ -111,14 +111,19 @@ def main() -> int:
             while not stop_requested and all(p.poll() is None for p in processes.values()):
                 time.sleep(0.2)
 
+    stop_all(processes, grace + 5)
+    return 0 if stop_requested else 1
+
+
+def stop_all(processes: dict[str, subprocess.Popen], timeout: float) -> None:
+    """Say which process exited on its own, then stop nginx (if started) and gunicorn."""
     for name, process in processes.items():
         if process.poll() is not None:
             print(f"imagestore: {name} exited with status {process.returncode}", file=sys.stderr)
     # nginx first: it finishes the requests in flight, which gunicorn is still there to answer.
     if "nginx" in processes:
-        stop(processes["nginx"], signal.SIGQUIT, grace + 5)
-    stop(processes["gunicorn"], signal.SIGTERM, grace + 5)
-    return 0 if stop_requested else 1
+        stop(processes["nginx"], signal.SIGQUIT, timeout)
+    stop(processes["gunicorn"], signal.SIGTERM, timeout)
 
 
 def find_nginx() -> str | None:

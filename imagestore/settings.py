@@ -88,12 +88,12 @@ def check_settings(config: Mapping[str, Any]) -> None:
         value = config[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be a whole number, {least} or more, not {value!r}")
-    for name, (least, most) in NUMBERS.items():
+    for name, (lowest, highest) in NUMBERS.items():
         value = config[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{name} must be a number, not {value!r}")
-        if not least <= value <= most:
-            raise ValueError(f"{name} must be between {least} and {most}, not {value!r}")
+        if not lowest <= value <= highest:
+            raise ValueError(f"{name} must be between {lowest} and {highest}, not {value!r}")
     if config["LOGIN_FAILURE_WINDOW_SECONDS"] < config["LOGIN_MAX_LOCK_SECONDS"]:
         raise ValueError("LOGIN_FAILURE_WINDOW_SECONDS must be at least LOGIN_MAX_LOCK_SECONDS")
     if config["LOGIN_MAX_LOCK_SECONDS"] < config["LOGIN_LOCK_SECONDS"]:

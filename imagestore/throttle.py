@@ -130,11 +130,11 @@ class LoginThrottle:
             (address_key, self.free_per_address),
             (self.user_key(username), self.free_per_user),
         ):
-            failures = self.call(lambda storage, key=key: storage.incr(key, self.window))
+            failures = self.incr(key, self.window)
             if failures > free:
                 seconds = self.lock_seconds(failures - free)
                 lock = f"{key}/lock/{failures}"
-                self.call(lambda storage, lock=lock, seconds=seconds: storage.incr(lock, seconds))
+                self.incr(lock, seconds)
                 if key == address_key:
                     self.note_lock(key, seconds)
 
@@ -150,6 +150,10 @@ class LoginThrottle:
             return 0
         expiry = self.call(lambda storage: storage.get_expiry(lock))
         return max(1, math.ceil(expiry - time.time()))
+
+    def incr(self, key: str, expiry: int) -> int:
+        """Add one to a count that expires `expiry` seconds after it began; return the count."""
+        return self.call(lambda storage: storage.incr(key, expiry))
 
     def call(self, operation: Callable[[Storage], T]) -> T:
         """Run a storage operation; on the memory fallback while the shared storage fails."""
@@ -182,8 +186,11 @@ def init_throttle(app: Flask) -> None:
             "socket_timeout": STORAGE_TIMEOUT_SECONDS,
             "socket_connect_timeout": STORAGE_TIMEOUT_SECONDS,
         }
+    storage = storage_from_string(url, **options)
+    if not isinstance(storage, Storage):
+        raise ValueError("RATELIMIT_STORAGE_URL must name a storage without async+ in front")
     app.extensions["imagestore.throttle"] = LoginThrottle(
-        storage_from_string(url, **options),
+        storage,
         app.config["RATELIMIT_KEY_PREFIX"],
         app.config,  # the LOGIN_* settings, checked at startup (settings.py)
     )

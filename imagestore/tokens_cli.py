@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import click
 from flask.cli import AppGroup
 from sqlalchemy import delete, select
+from sqlalchemy.engine import CursorResult
 
 from .db import MAX_ID, db
 from .models import Token
@@ -43,6 +46,7 @@ def revoke_tokens(token_ids: tuple[int, ...], username: str | None) -> None:
     if wanted - found:
         missing = ", ".join(str(token_id) for token_id in sorted(wanted - found))
         raise click.ClickException(f"no token with id {missing}; none was revoked")
-    revoked = db.session.execute(delete(Token).where(Token.id.in_(found))).rowcount
+    result = db.session.execute(delete(Token).where(Token.id.in_(found)))
+    revoked = cast("CursorResult[Any]", result).rowcount  # a DELETE's result counts the rows
     db.session.commit()
     click.echo(tokens_revoked(revoked))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, request, url_for
 
 # Stand-ins for the values while a template is built: numbers no real URL part holds.
@@ -17,12 +19,13 @@ def url_template(endpoint: str, *names: str) -> str:
     The router builds each shape (host, endpoint and value names) once; integers fill it in.
     """
     templates = current_app.extensions.setdefault("imagestore.url_templates", {})
-    req = request._get_current_object()
+    # Flask types the `request` proxy as the Request it stands for, without the proxy's methods.
+    req = request._get_current_object()  # type: ignore[attr-defined]
     # What the router builds an external URL from (the same as `host_url`, which costs more).
     key = (req.scheme, req.host, req.root_path, endpoint, *names)
     template = templates.get(key)
     if template is None:
-        stand_ins = {name: STAND_IN + index for index, name in enumerate(names)}
+        stand_ins: dict[str, Any] = {name: STAND_IN + index for index, name in enumerate(names)}
         template = url_for(endpoint, _external=True, **stand_ins)
         template = template.replace("{", "{{").replace("}", "}}")
         for name, stand_in in stand_ins.items():
@@ -33,7 +36,7 @@ def url_template(endpoint: str, *names: str) -> str:
     return template
 
 
-def external_url(endpoint: str, **values: int) -> str:
+def external_url(endpoint: str, **values: Any) -> str:
     """Return `url_for(endpoint, **values, _external=True)` for integer values, quickly.
 
     A list of 100 images needs hundreds of URLs: only the first of each shape asks the router.

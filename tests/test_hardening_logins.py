@@ -393,7 +393,7 @@ def assert_throttled(response: Any, most: int) -> int:
 
 def test_guessing_a_password_is_throttled_and_stays_throttled(throttled, hashes):
     """Attack: guess alice's password from one address as fast as the server answers."""
-    app, client = throttled()
+    _, client = throttled()
     statuses = [login(client, "alice", f"guess {n}", ATTACKER).status_code for n in range(6)]
     checked = len(hashes)
 
@@ -408,7 +408,7 @@ def test_guessing_a_password_is_throttled_and_stays_throttled(throttled, hashes)
 
 def test_the_owner_logs_in_from_another_address_while_guessers_are_throttled(throttled):
     """Attack: lock alice out of her account by guessing her password wrong on purpose."""
-    app, client = throttled()
+    _, client = throttled()
     for n in range(7):
         login(client, "alice", f"guess {n}", ATTACKER)
 
@@ -420,7 +420,7 @@ def test_the_owner_logs_in_from_another_address_while_guessers_are_throttled(thr
 
 def test_a_wrong_password_from_a_fresh_address_counts_while_the_username_is_locked(throttled):
     """Attack: spread guesses of a locked username over many addresses, one each."""
-    app, client = throttled()
+    _, client = throttled()
     for n in range(7):
         login(client, "alice", f"guess {n}", ATTACKER)
     fresh = {"REMOTE_ADDR": "192.0.2.99"}
@@ -434,7 +434,7 @@ def test_a_wrong_password_from_a_fresh_address_counts_while_the_username_is_lock
 
 def test_a_success_does_not_unlock_the_username(throttled):
     """Attack: wait for the owner to log in, hoping that resets the lock on the username."""
-    app, client = throttled()
+    _, client = throttled()
     for n in range(7):
         login(client, "alice", f"guess {n}", ATTACKER)
 
@@ -462,7 +462,7 @@ def test_guessing_many_usernames_from_one_address_is_throttled(throttled, hashes
 
 def test_each_further_failure_doubles_the_lock_until_waited_out(throttled):
     """Attack: retry right after each lock ends; each new failure must lock twice as long."""
-    app, client = throttled(LOGIN_FREE_FAILURES_PER_USER=1, LOGIN_LOCK_SECONDS=1)
+    _, client = throttled(LOGIN_FREE_FAILURES_PER_USER=1, LOGIN_LOCK_SECONDS=1)
     login(client, "alice", "guess 1", ATTACKER)
     login(client, "alice", "guess 2", ATTACKER)
     first = assert_throttled(login(client, "alice", "guess 3", ATTACKER), 1)
@@ -476,7 +476,7 @@ def test_each_further_failure_doubles_the_lock_until_waited_out(throttled):
 
 def test_the_owner_logs_in_again_once_the_lock_is_waited_out(throttled):
     """Attack: a lock meant to last forever; waiting it out must let the right password in."""
-    app, client = throttled(LOGIN_FREE_FAILURES_PER_USER=1, LOGIN_LOCK_SECONDS=1)
+    _, client = throttled(LOGIN_FREE_FAILURES_PER_USER=1, LOGIN_LOCK_SECONDS=1)
     login(client, "alice", "guess 1", OWNER)
     login(client, "alice", "guess 2", OWNER)
     wait = assert_throttled(login(client, "alice", PASSWORD, OWNER), 1)
@@ -488,7 +488,7 @@ def test_the_owner_logs_in_again_once_the_lock_is_waited_out(throttled):
 
 def test_failures_are_forgotten_after_the_window(throttled):
     """Attack (on usability): old failures must not lock an account forever."""
-    app, client = throttled(
+    _, client = throttled(
         LOGIN_FREE_FAILURES_PER_USER=1,
         LOGIN_LOCK_SECONDS=1,
         LOGIN_MAX_LOCK_SECONDS=1,
@@ -507,7 +507,7 @@ def test_a_remembered_login_is_no_oracle_once_its_address_is_locked(throttled, h
     """Attack: behind alice's own address (one NAT), spray usernames until the address is
     locked, then guess alice's password while her login is remembered: the right guess must
     get the same 429 as a wrong one, unhashed."""
-    app, client = throttled()
+    _, client = throttled()
     assert login(client, "alice", PASSWORD, ATTACKER).status_code == 200
     for n in range(22):
         login(client, f"user{n}", "123456", ATTACKER)
@@ -524,7 +524,7 @@ def test_a_remembered_login_is_no_oracle_once_its_address_is_locked(throttled, h
 def test_a_remembered_login_works_again_once_the_address_lock_is_waited_out(throttled):
     """Attack, then patience: once the address lock has passed, alice's remembered login
     works again without asking the throttle."""
-    app, client = throttled(LOGIN_LOCK_SECONDS=1, LOGIN_MAX_LOCK_SECONDS=1)
+    _, client = throttled(LOGIN_LOCK_SECONDS=1, LOGIN_MAX_LOCK_SECONDS=1)
     assert login(client, "alice", PASSWORD, ATTACKER).status_code == 200
     for n in range(21):
         login(client, f"user{n}", "123456", ATTACKER)
@@ -538,7 +538,7 @@ def test_a_remembered_login_works_again_once_the_address_lock_is_waited_out(thro
 def test_a_login_remembered_for_one_address_is_checked_again_from_another(throttled):
     """Attack: from a throttled address, guess alice's password while her own client's login is
     remembered: a right guess must not be told apart from a wrong one."""
-    app, client = throttled()
+    _, client = throttled()
     assert login(client, "alice", PASSWORD, OWNER).status_code == 200
     for n in range(22):
         login(client, f"user{n}", "123456", ATTACKER)
@@ -564,7 +564,7 @@ def test_a_remembered_login_never_asks_the_throttle(throttled, monkeypatch):
 
 def test_rotating_x_forwarded_for_does_not_dodge_the_address_lock(throttled):
     """Attack: a new X-Forwarded-For on every guess, to look like a new address each time."""
-    app, client = throttled()
+    _, client = throttled()
     responses = [
         client.get(
             "/api/",
@@ -583,7 +583,7 @@ def test_rotating_x_forwarded_for_does_not_dodge_the_address_lock(throttled):
 def test_behind_a_trusted_proxy_the_forwarded_address_is_throttled(throttled):
     """Attack: guesses relayed by the front proxy; the client it names is throttled, not the
     proxy (which carries every other client too)."""
-    app, client = throttled(PROXY_HOPS=1)
+    _, client = throttled(PROXY_HOPS=1)
     proxy = {"REMOTE_ADDR": "127.0.0.1"}
     for n in range(22):
         client.get(
@@ -612,7 +612,7 @@ def test_behind_a_trusted_proxy_the_forwarded_address_is_throttled(throttled):
 
 def test_addresses_of_one_ipv6_slash_64_are_throttled_together(throttled):
     """Attack: a new IPv6 address for every guess, from the /64 that one client holds."""
-    app, client = throttled()
+    _, client = throttled()
     for n in range(21):
         login(client, f"user{n}", "123456", {"REMOTE_ADDR": f"2001:db8:1:2::{n + 1:x}"})
 
@@ -657,7 +657,7 @@ def test_the_openapi_document_names_429_with_retry_after(client):
 
 def test_an_unreachable_shared_storage_still_throttles_and_never_fails(throttled):
     """Attack: guesses while the shared storage is down (here: nothing listens on its port)."""
-    app, client = throttled(RATELIMIT_STORAGE_URL="redis://127.0.0.1:9/0")
+    _, client = throttled(RATELIMIT_STORAGE_URL="redis://127.0.0.1:9/0")
 
     owner = login(client, "alice", PASSWORD, OWNER)
     statuses = [login(client, "alice", f"guess {n}", ATTACKER).status_code for n in range(6)]
@@ -680,6 +680,12 @@ def test_throttle_settings_that_would_not_throttle_are_refused(make_app, setting
     before they end."""
     with pytest.raises(ValueError, match="LOGIN_"):
         make_app(**setting)
+
+
+def test_an_asyncio_throttle_storage_is_refused_at_startup(make_app):
+    """An asyncio storage (`async+...`) cannot count logins for a synchronous view."""
+    with pytest.raises(ValueError, match="RATELIMIT_STORAGE_URL"):
+        make_app(RATELIMIT_STORAGE_URL="async+memory://")
 
 
 # The throttle's counts shared by two hosts through Redis

@@ -7,6 +7,7 @@ free port, with a database and an instance folder of its own.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import io
 import json
@@ -271,10 +272,8 @@ def hostile_clients(port: int, count: int) -> Iterator[None]:
 
 def send_unless_closed(connection: socket.socket, data: bytes) -> None:
     """Send, ignoring a connection the server has closed."""
-    try:
+    with contextlib.suppress(OSError):
         connection.send(data)
-    except OSError:
-        pass
 
 
 def test_idle_and_slow_clients_do_not_delay_a_normal_request(server):

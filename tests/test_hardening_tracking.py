@@ -135,7 +135,7 @@ def test_a_delete_with_a_deep_body_removes_the_image_and_leaves_its_row_and_log_
     assert client.get(f"/api/images/{image_id}/", auth=alice).status_code == 404
     [row] = rows(client, admin, endpoint=f"/api/images/{image_id}/", method="DELETE")
     assert row["status_code"] == 204
-    assert [(line["method"], line["status"]) for line in access_lines(capsys)][0] == (
+    assert next((line["method"], line["status"]) for line in access_lines(capsys)) == (
         "DELETE",
         204,
     )
@@ -220,7 +220,7 @@ def test_when_the_row_cannot_be_described_its_bare_facts_are_stored(
         201,
         None,
     )
-    assert [line["status"] for line in access_lines(capsys)][0] == 201
+    assert next(line["status"] for line in access_lines(capsys)) == 201
 
 
 def test_when_the_row_cannot_be_stored_the_request_is_still_logged(

@@ -14,10 +14,10 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from PIL import Image as PILImage
-from PIL import ImageOps, UnidentifiedImageError
+from PIL import ImageFile, ImageOps, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
 
 SUFFIXES = {
@@ -101,7 +101,7 @@ class ImageInfo:
 
 
 @contextmanager
-def opened(path: str, formats: list[str], max_pixels: int) -> Iterator[PILImage.Image]:
+def opened(path: str, formats: list[str], max_pixels: int) -> Iterator[ImageFile.ImageFile]:
     """Open an image file; turn Pillow's refusals into NotAnImage with the reason."""
     try:
         with warnings.catch_warnings():
@@ -124,9 +124,13 @@ def inspect_image(path: str, limits: DecodeLimits) -> ImageInfo:
     No pixel is decoded here: the pixel count and the memory decoding takes are judged first.
     """
     with opened(path, limits.formats, limits.max_pixels) as image:
+        content_type = image.get_format_mimetype()
+        # Pillow names the format and media type of every file it opens from an accepted plugin.
+        if image.format is None or content_type is None:
+            raise NotAnImage("The image's format is not known.")
         info = ImageInfo(
             format=image.format,
-            content_type=image.get_format_mimetype(),
+            content_type=content_type,
             width=image.width,
             height=image.height,
             decoded_bytes=decoded_bytes(image, limits.thumbnail_size),
@@ -156,7 +160,7 @@ def check_decoded_bytes(width: int, height: int, needed: int, limit: int) -> Non
         )
 
 
-def decoded_bytes(image: PILImage.Image, thumbnail_size: int) -> int:
+def decoded_bytes(image: ImageFile.ImageFile, thumbnail_size: int) -> int:
     """Estimate from an opened image's header the most memory that decoding it here takes.
 
     That is the larger of the upload check and the largest thumbnail: Pillow's pixels at the
@@ -173,15 +177,18 @@ def decoded_bytes(image: PILImage.Image, thumbnail_size: int) -> int:
     else:
         per_pixel = bytes_per_pixel(image.mode) * (2 if image.mode in ALPHA_MODES else 1)
     decoded = image.width * image.height * per_pixel
+    file = image.fp
+    if file is None:  # Pillow lets go of the file only once the image is loaded or closed
+        raise ValueError("The image's file is already closed.")
     if isinstance(image, JpegImageFile):  # MPO files too: JPEGs with more pictures after it
         box = thumbnail_box(image.width, image.height, thumbnail_size)
         scale = draft_scale(image.width, image.height, box)
         reduced = math.ceil(image.width / scale) * math.ceil(image.height / scale)
-        decoded = reduced * per_pixel + jpeg_coefficient_bytes(image.fp)
-    return decoded + stream_size(image.fp)
+        decoded = reduced * per_pixel + jpeg_coefficient_bytes(file)
+    return decoded + stream_size(file)
 
 
-def stream_size(file: BinaryIO) -> int:
+def stream_size(file: IO[bytes]) -> int:
     """Return the size of a seekable file, leaving its position as it was."""
     start = file.tell()
     try:
@@ -213,7 +220,7 @@ def draft_scale(width: int, height: int, box: tuple[int, int]) -> int:
     return max((scale for scale in (8, 4, 2, 1) if scale <= ratio), default=1)
 
 
-def jpeg_coefficient_bytes(file: BinaryIO) -> int:
+def jpeg_coefficient_bytes(file: IO[bytes]) -> int:
     """Return the memory libjpeg takes for a JPEG's whole-image coefficients, 0 if it needs none.
 
     A progressive JPEG, or one whose first scan lacks a component, is decoded from every DCT
@@ -242,7 +249,7 @@ def jpeg_coefficient_bytes(file: BinaryIO) -> int:
         file.seek(start)
 
 
-def jpeg_marker(file: BinaryIO) -> int | None:
+def jpeg_marker(file: IO[bytes]) -> int | None:
     """Return the next marker's code, skipping fill bytes; None at the end of the file."""
     byte = file.read(1)
     while byte and byte != b"\xff":

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import BigInteger, Connection, Select, bindparam, select
+from sqlalchemy import BigInteger, BindParameter, Connection, Select, bindparam, select
 
 from ..models import Image, Tag, User, image_tags
 from ..pagination import count_of, page_window
@@ -121,7 +121,7 @@ def tags_of_images(count: int) -> Select:
     One statement per count (at most a page's size): an expanding `IN` list costs more, as it
     is written into the SQL again on every run.
     """
-    ids = [bindparam(f"id{index}") for index in range(count)]
+    ids: list[BindParameter[int]] = [bindparam(f"id{index}") for index in range(count)]
     return (
         select(image_tags.c.image_id, Tag.name)
         .join(Tag, Tag.id == image_tags.c.tag_id)

@@ -1,5 +1,6 @@
 """Images' schemas: the image resource, upload, re-tag and bulk bodies, and the list filters."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import current_app, request
@@ -96,7 +97,9 @@ MAX_IMAGES_PER_BULK = 1000
 class Id(fields.Integer):
     """An id: a JSON whole number (never 1.5, "1" or true), or its digits in a form field."""
 
-    def _deserialize(self, value: Any, attr, data, **kwargs) -> int:
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> int:
         if isinstance(value, str) and value.isascii() and value.isdigit() and not request.is_json:
             value = int(value)
         return super()._deserialize(value, attr, data, **kwargs)

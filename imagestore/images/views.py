@@ -3,10 +3,11 @@
 import os
 from typing import Any
 
-from flask import Response, current_app, url_for
+from flask import current_app, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 from werkzeug.exceptions import Conflict, NotFound, PreconditionFailed
+from werkzeug.wrappers import Response
 
 from ..auth import auth, ensure_may_change
 from ..db import MAX_ID, db, writes
@@ -122,7 +123,7 @@ def list_images(query_args: dict[str, Any]) -> dict[str, Any]:
 @use_args(ImageUploadFiles(), location="files")
 def create_image(
     query_args: dict[str, Any], form_args: dict[str, Any], files_args: dict[str, Any]
-) -> tuple[dict[str, Any], int, dict[str, str]]:
+) -> tuple[dict[str, Any] | list[dict[str, Any]], int, dict[str, str]]:
     """Store uploaded images (one, or up to 100 at once) with shared tags, all or nothing."""
     images = store_uploads(
         files_args["image"],

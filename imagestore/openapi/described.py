@@ -56,7 +56,7 @@ def doc(
     )
 
     def mark(view: Callable) -> Callable:
-        view.openapi = described
+        view.openapi = described  # type: ignore[attr-defined]  # a function attribute
         return view
 
     return mark

@@ -48,13 +48,18 @@ FILE_REQUEST_HEADERS = {
 }
 
 
+def documented_methods(rule: Rule) -> set[str]:
+    """Return a route's methods but HEAD and OPTIONS (Flask lists every route's methods)."""
+    return (rule.methods or set()) - {"HEAD", "OPTIONS"}
+
+
 def api_rules(app: Flask) -> Iterator[tuple[Rule, str]]:
     """Yield each route under /api/ once (not its slash twin), with each of its methods."""
     seen: set[tuple[str, str]] = set()
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api"):
             continue
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+        for method in sorted(documented_methods(rule)):
             key = (rule.rule.rstrip("/"), method)
             if key not in seen:
                 seen.add(key)
@@ -92,12 +97,12 @@ class DocumentBuilder:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.plugin = MarshmallowPlugin()
+        plugin = MarshmallowPlugin()
         self.spec = APISpec(
             title="imagestore",
             version=package_version(),
             openapi_version="3.0.3",
-            plugins=[self.plugin],
+            plugins=[plugin],
             security=[{name: []} for name in SECURITY_SCHEMES],  # public operations say []
             info={
                 "description": "Images, their tags and a log of every API call. Errors are"
@@ -107,7 +112,10 @@ class DocumentBuilder:
                 " request, 502, 503 or 504 while the application server is down or slow."
             },
         )
-        self.plugin.converter.add_attribute_function(field_openapi_schema)
+        if plugin.converter is None:  # APISpec sets it up when given the plugin
+            raise RuntimeError("apispec did not set up the marshmallow converter")
+        self.converter = plugin.converter
+        self.converter.add_attribute_function(field_openapi_schema)
         for name, scheme in SECURITY_SCHEMES.items():
             self.spec.components.security_scheme(name, scheme)
         self.problem = self.ref(ProblemSchema)
@@ -115,11 +123,11 @@ class DocumentBuilder:
 
     def ref(self, schema: Schema | type[Schema]) -> dict[str, Any]:
         """Register a schema as a component and return a reference to it."""
-        return self.plugin.converter.resolve_nested_schema(schema)
+        return self.converter.resolve_nested_schema(schema)
 
     def json_schema(self, schema: Schema | type[Schema]) -> dict[str, Any]:
         """Return the inline JSON schema of a marshmallow schema."""
-        return self.plugin.converter.schema2jsonschema(schema)
+        return self.converter.schema2jsonschema(schema)
 
     def build(self) -> dict[str, Any]:
         """Describe every documented operation under /api/."""
@@ -174,8 +182,7 @@ class DocumentBuilder:
     def operation_id(self, rule: Rule, method: str) -> str:
         """Name an operation after its view, and its method when the view has several."""
         name = rule.endpoint.rpartition(".")[2]
-        methods = rule.methods - {"HEAD", "OPTIONS"}
-        return f"{name}_{method.lower()}" if len(methods) > 1 else name
+        return f"{name}_{method.lower()}" if len(documented_methods(rule)) > 1 else name
 
     def tag(self, blueprint: str) -> None:
         """Add a blueprint's group to the document once, described by its module docstring."""
@@ -193,9 +200,7 @@ class DocumentBuilder:
         parameters = []
         for location, argmap in inputs:
             if location == "query":
-                parameters += self.plugin.converter.schema2parameters(
-                    as_schema(argmap), location="query"
-                )
+                parameters += self.converter.schema2parameters(as_schema(argmap), location="query")
         return parameters
 
     def request_body(self, inputs: tuple) -> dict[str, Any] | None:

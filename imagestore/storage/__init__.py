@@ -7,6 +7,7 @@ its checksum is computed), checked, then placed under its key in one atomic step
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -16,7 +17,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import IO, BinaryIO
 from urllib.parse import quote, urlsplit
 
 from flask import Flask, Response, current_app
@@ -66,7 +67,7 @@ class Storage:
     staging_folder: str
     staging_prefix = "upload-"
 
-    def stage(self, stream: BinaryIO) -> Staged:
+    def stage(self, stream: IO[bytes]) -> Staged:
         """Copy a stream in chunks to a new temporary file, hashing it on the way."""
         os.makedirs(self.staging_folder, exist_ok=True)
         digest = hashlib.sha256()
@@ -118,10 +119,8 @@ class Storage:
 
 def remove_quietly(path: str) -> None:
     """Remove a file if it is there."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def content_key(sha256: str, suffix: str) -> str:

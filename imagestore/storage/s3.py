@@ -140,7 +140,9 @@ class S3Storage(Storage):
         fetch = {"Bucket": self.bucket, "Key": self.object_key(key)}
         if response.status_code == 206:
             wanted = response.content_range
-            fetch["Range"] = f"bytes={wanted.start}-{wanted.stop - 1}"
+            # werkzeug gives a 206 a closed range; without an end the object is read to its end.
+            last = "" if wanted.stop is None else wanted.stop - 1
+            fetch["Range"] = f"bytes={wanted.start}-{last}"
         elif request.method == "HEAD":
             response.content_length = self.size(key) if size is None else size
         if request.method == "HEAD":

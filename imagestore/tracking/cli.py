@@ -85,7 +85,7 @@ def load_filters(raw: dict[str, Any]) -> dict[str, Any]:
     except ValidationError as error:
         problems = "; ".join(
             f"--{field.replace('_', '-')}: {' '.join(messages)}"
-            for field, messages in error.messages.items()
+            for field, messages in error.messages_dict.items()
         )
         raise click.UsageError(problems) from None
 

@@ -323,7 +323,8 @@ def record_request(response: Response) -> Response:
     """
     if not (current_app.config["TRACKING_ENABLED"] and is_tracked(request.path)):
         return response
-    req = request._get_current_object()
+    # Flask types the `request` proxy as the Request it stands for, without the proxy's methods.
+    req = request._get_current_object()  # type: ignore[attr-defined]
     try:
         try:
             row = describe(req, response)
