@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import PASSWORD, POSTGRES_URL, admin_connection, migrate_database, settings
+from helpers import (
+    PASSWORD,
+    POSTGRES_URL,
+    PROJECT,
+    admin_connection,
+    free_port,
+    migrate_database,
+    settings,
+)
 from sqlalchemy.engine import make_url
 
 from imagestore import create_app
@@ -25,7 +32,6 @@ from imagestore.auth import hash_password
 from imagestore.db import db
 from imagestore.models import User
 
-PROJECT = Path(__file__).resolve().parent.parent
 GUNICORN = PROJECT / ".venv" / "bin" / "gunicorn"
 
 
@@ -42,13 +48,6 @@ class LiveServer:
         """Return the end of the server's log without access lines, for failure messages."""
         text = self.log.read_text(errors="replace").splitlines()
         return "\n".join([line for line in text if "imagestore.access" not in line][-lines:])
-
-
-def free_port() -> int:
-    """Return a loopback port that nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, seconds: float = 60) -> None:

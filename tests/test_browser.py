@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import image_bytes
-from live_server import PROJECT, LiveServer, serve
+from helpers import PROJECT, image_bytes
+from live_server import LiveServer, serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = PROJECT / "test-artifacts"

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import image_bytes, media_files
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import image_bytes, media_files
 from PIL import Image as PILImage
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError

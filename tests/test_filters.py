@@ -8,14 +8,9 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import image_bytes
 from flask import Flask
+from helpers import Auth, image_bytes, result_ids, set_created_at
 from werkzeug.test import TestResponse
-
-from imagestore.db import db
-from imagestore.models import Image
-
-Auth = tuple[str, str]
 
 RED_PNG_40X30 = image_bytes("PNG", (40, 30))
 RED_PNG_40X30_SHA256 = hashlib.sha256(RED_PNG_40X30).hexdigest()
@@ -97,19 +92,6 @@ COMBINED_FILTERS = {
 def at_noon(day: int) -> datetime:
     """Return noon UTC on a day of January 2026."""
     return datetime(2026, 1, day, 12, tzinfo=UTC)
-
-
-def set_created_at(app: Flask, image_id: int, when: datetime) -> None:
-    """Give an image another creation time, which the API cannot set."""
-    with app.app_context():
-        db.session.get(Image, image_id).created_at = when
-        db.session.commit()
-
-
-def result_ids(response: TestResponse) -> list[int]:
-    """Return the ids of the images in a list response, in order."""
-    assert response.status_code == 200, response.json
-    return [image["id"] for image in response.json["results"]]
 
 
 def link_params(url: str) -> dict[str, list[str]]:

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_server import PROJECT, LiveServer, serve
+from helpers import PROJECT
+from live_server import LiveServer, serve
 
 SCHEMATHESIS = PROJECT / ".venv" / "bin" / "st"
 # Test cases per operation and phase: the two runs take about a minute together.

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import image_bytes, missing_service
+from helpers import image_bytes, missing_service
 from live_server import LiveServer, serve
 from PIL import Image as PILImage
 

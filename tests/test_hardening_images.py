@@ -23,20 +23,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import media_files, settings
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import Auth, bucket_keys, image_rows, media_files, post_files, settings
 from live_server import serve
 from PIL import Image as PILImage
 from seaweed import S3Server
 
 from imagestore import config as defaults
 from imagestore import create_app
-from imagestore.db import db
-from imagestore.models import Image
 from imagestore.storage.s3 import S3Storage
-
-Auth = tuple[str, str]
 
 LIMIT = f"at most {defaults.MAX_DECODED_MB} MB are allowed"
 WORKER_PEAK_MB = 300
@@ -83,18 +79,6 @@ def noise_webp(size: tuple[int, int]) -> bytes:
 
 
 # Helpers
-
-
-def image_rows(app: Flask) -> int:
-    """Count the rows of the images table."""
-    with app.app_context():
-        return db.session.scalar(db.select(db.func.count()).select_from(Image))
-
-
-def post_files(client: FlaskClient, auth: Auth, files: list[tuple[bytes, str]]) -> Any:
-    """Upload files in the `image` fields of one request."""
-    data = {"image": [(io.BytesIO(content), name) for content, name in files]}
-    return client.post("/api/images/", data=data, auth=auth, content_type="multipart/form-data")
 
 
 def status_field(pid: int | str, key: str) -> str:
@@ -368,12 +352,6 @@ def s3_app(
     assert isinstance(storage, S3Storage)
     storage.staging_folder = str(tmp_path / "staging")
     yield app
-
-
-def bucket_keys(s3_server: S3Server, bucket: str) -> list[str]:
-    """List the keys of the test bucket, read directly from the store."""
-    found = s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])
-    return sorted(item["Key"] for item in found)
 
 
 def test_s3_webp_bombs_leave_no_object_and_no_staged_file(

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import PASSWORD, missing_service
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import PASSWORD, missing_service
 from sqlalchemy import inspect, select, text
 from werkzeug.security import check_password_hash
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, missing_service
-from live_server import PROJECT, add_users, environment, free_port, own_database
+from helpers import PASSWORD, PROJECT, free_port, missing_service
+from live_server import add_users, environment, own_database
 from PIL import Image as PILImage
 
 from imagestore.serve import find_nginx

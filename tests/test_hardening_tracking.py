@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import image_bytes
 from flask.testing import FlaskClient
+from helpers import image_bytes
 from live_server import LiveServer, serve
 
 from imagestore.tracking import record as tracking

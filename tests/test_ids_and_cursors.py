@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, POSTGRES_URL, image_bytes
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import PASSWORD, POSTGRES_URL, image_bytes
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import joinedload, selectinload
 

@@ -6,12 +6,12 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import settings
 from flask import Flask
+from helpers import settings
 
 from imagestore import create_app
 from imagestore.auth import auth
@@ -30,10 +30,10 @@ def access_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     return [line for line in log_lines(capsys) if line["logger"] == "imagestore.access"]
 
 
-@pytest.fixture
-def make_app(make_app: Callable[..., Flask]) -> Iterator[Callable[..., Flask]]:
-    """The shared app builder; afterwards the `imagestore` logger's level is put back."""
-    yield make_app
+@pytest.fixture(autouse=True)
+def restore_log_level() -> Iterator[None]:
+    """Put the `imagestore` logger's level back after a test's apps changed it."""
+    yield
     logging.getLogger("imagestore").setLevel(logging.INFO)
 
 

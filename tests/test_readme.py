@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_server import PROJECT, LiveServer, serve
+from helpers import PROJECT
+from live_server import LiveServer, serve
 
 README = PROJECT / "README.md"
 NOT_RUN = "<!-- not run:"

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import image_bytes
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import image_bytes
 from PIL import Image as PILImage
 from seaweed import S3Server
 from sqlalchemy import event

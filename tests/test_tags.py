@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-from flask.testing import FlaskClient
+from helpers import ISO_UTC, assert_problem, image_tags, names, tagged_image
 from sqlalchemy import select
-from werkzeug.test import TestResponse
 
 from imagestore.db import db
 from imagestore.models import Tag
 
-Auth = tuple[str, str]
-
-ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 BAD_NAME_MESSAGES = {
     "empty": "Tag name must not be empty.",
     "long": "Tag name must be at most 50 characters.",
@@ -38,37 +31,10 @@ ROUTES = [
 ]
 
 
-def names(response: TestResponse) -> list[str]:
-    """Return the tag names of one page of the tag list, in order."""
-    return [tag["name"] for tag in response.json["results"]]
-
-
 def split_link(url: str) -> tuple[str, dict[str, list[str]]]:
     """Split a page link into its address without the query string and its parameters."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}", parse_qs(parts.query)
-
-
-def tagged_image(upload: Callable[..., Any], auth: Auth, tags: list[str]) -> int:
-    """Upload an image carrying these tags and return its id."""
-    response = upload(auth, tags=tags)
-    assert response.status_code == 201, response.json
-    return response.json["id"]
-
-
-def image_tags(client: FlaskClient, auth: Auth, image_id: int) -> list[str]:
-    """Return the tag names an image shows through the API."""
-    response = client.get(f"/api/images/{image_id}/", auth=auth)
-    assert response.status_code == 200, response.json
-    return response.json["tags"]
-
-
-def assert_problem(response: TestResponse, status: int) -> None:
-    """Check that a response is an RFC 9457 problem with this status and a detail."""
-    assert response.status_code == status
-    assert response.mimetype == "application/problem+json"
-    assert response.json["status"] == status
-    assert isinstance(response.json["detail"], str) and response.json["detail"]
 
 
 # Create

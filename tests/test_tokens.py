@@ -5,20 +5,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import image_bytes
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import ISO_UTC, image_bytes
 from sqlalchemy import select, update
 
 from imagestore.db import db
 from imagestore.models import Token
-
-ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
 
 def create_token(client: FlaskClient, auth: tuple[str, str], **body: Any) -> dict[str, Any]:

@@ -6,19 +6,17 @@ import base64
 import io
 import json
 import logging
-import re
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, image_bytes
 from flask import Flask, Response
 from flask.testing import FlaskClient
+from helpers import ISO_UTC, PASSWORD, image_bytes
 from sqlalchemy import select
 
 from imagestore.db import db
 from imagestore.models import User
 
-ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 FIELDS = {
     "id",
     "user",
