@@ -29,6 +29,18 @@ from imagestore.auth import hash_password
 from imagestore.db import db
 from imagestore.models import User
 
+# Fixtures that start a service besides the database: a test that uses one, directly or through
+# another fixture, is marked `service`, which `make test-fast` leaves out.
+SERVICE_FIXTURES = {"s3_server"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a service fixture as a `service` test."""
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.service)
+
 
 @pytest.fixture(scope="session")
 def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

@@ -36,6 +36,10 @@ enabled = false
 """
 
 
+# A live gunicorn and two Schemathesis runs of a minute each.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     # Schemathesis checks that invalid credentials get 401 thousands of times; the throttle

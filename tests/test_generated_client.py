@@ -32,6 +32,10 @@ GENERATION_LIMIT_SECONDS = 60
 WARNINGS = ("warning", "unsupported", "omitted", "skipping", "could not")
 
 
+# A live gunicorn, and a client generated and installed from its document.
+pytestmark = pytest.mark.slow
+
+
 @dataclass(frozen=True)
 class Generated:
     server: LiveServer

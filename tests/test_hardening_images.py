@@ -138,6 +138,7 @@ def test_a_2_kb_lossless_webp_of_16383x3051_is_refused(
     assert response.json["errors"] == {"files": {"image": [reason]}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("image", "options"),
     [
@@ -247,6 +248,7 @@ def test_the_request_budget_is_a_setting(make_app: Callable[..., Flask], alice: 
     assert image_rows(app) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("image", "options"),
     [(("PNG", "RGBA", (1920, 1080)), {}), (("JPEG", "RGB", (4032, 3024)), {"quality": 90})],
@@ -478,6 +480,7 @@ def upload(url: str, auth: Auth, name: str, content: bytes) -> Any:
     return call(f"{url}/api/images/", auth, "POST", body, **{"Content-Type": content_type})
 
 
+@pytest.mark.slow
 def test_worst_accepted_images_keep_every_gunicorn_worker_under_300_mb(tmp_path: Path) -> None:
     """Attack: the largest images still accepted, each uploaded then asked for every thumbnail.
 

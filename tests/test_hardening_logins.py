@@ -708,6 +708,7 @@ def redis_settings() -> Iterator[Callable[[], dict[str, str]]]:
             server.delete(*keys)
 
 
+@pytest.mark.service
 def test_two_hosts_share_the_throttle_through_redis(make_app, redis_settings):
     """Attack: spread guesses over two hosts behind a load balancer, to get twice the tries."""
     shared = redis_settings()
@@ -723,6 +724,7 @@ def test_two_hosts_share_the_throttle_through_redis(make_app, redis_settings):
     assert login(host_b, "alice", PASSWORD, OWNER).status_code == 200
 
 
+@pytest.mark.service
 def test_hosts_with_other_key_prefixes_keep_their_own_counts(make_app, redis_settings):
     """Attack (on availability): guesses against one deployment must not lock another that
     shares the Redis server."""

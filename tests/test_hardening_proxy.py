@@ -38,6 +38,10 @@ PROBLEM_KEYS = {"type", "title", "status", "detail"}
 HOSTILE_CONNECTIONS = 300
 
 
+# nginx in front of gunicorn, started several times.
+pytestmark = [pytest.mark.slow, pytest.mark.service]
+
+
 @dataclass(frozen=True)
 class Launched:
     """A running `python -m imagestore.serve`: its process, port, instance folder and log."""

@@ -421,6 +421,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield server
 
 
+@pytest.mark.slow
 def test_every_answered_request_has_its_row_when_workers_are_killed(live):
     """SIGKILL of workers in the middle of a burst of uploads, lists and deletes."""
     answered: list[str] = []

@@ -41,6 +41,10 @@ USER = ("alice", "alice's long password")
 ADMIN = ("root", "root's long password")
 
 
+# Two gunicorn hosts on a PostgreSQL server and a SeaweedFS bucket.
+pytestmark = [pytest.mark.slow, pytest.mark.service]
+
+
 # Requests go straight to loopback, whatever proxy the environment names.
 @dataclass
 class Answer:

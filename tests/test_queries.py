@@ -29,6 +29,10 @@ NOT_COUNTED = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
 IMAGES = 105  # more than the largest page
 
 
+# Every test uploads a gallery of more images than a page holds: seconds each.
+pytestmark = pytest.mark.slow
+
+
 class Statements:
     """The SQL statements one block of code ran, split into tracking inserts and the rest."""
 

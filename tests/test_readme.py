@@ -45,6 +45,10 @@ check() {
 """
 
 
+# A live gunicorn, then every command of the README.
+pytestmark = pytest.mark.slow
+
+
 def session_blocks(text: str) -> list[tuple[int, str]]:
     """Return the line number and text of every ```sh block that the session runs."""
     blocks = []

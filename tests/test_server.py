@@ -12,6 +12,9 @@ from collections.abc import Iterator
 import pytest
 from helpers import PROJECT, free_port, image_bytes
 
+# `make run`: nginx in front of gunicorn.
+pytestmark = [pytest.mark.slow, pytest.mark.service]
+
 
 def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
