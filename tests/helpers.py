@@ -6,7 +6,9 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import socket
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
@@ -86,6 +88,15 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def venv_program(name: str) -> str:
+    """Return a program the test environment installed: beside the running Python, or on PATH."""
+    beside_python = Path(sys.executable).with_name(name)
+    found = str(beside_python) if beside_python.exists() else shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"`{name}` is not installed: `make install-test` installs it")
+    return found
 
 
 # Images and files

@@ -24,6 +24,7 @@ from helpers import (
     free_port,
     migrate_database,
     settings,
+    venv_program,
 )
 from sqlalchemy.engine import make_url
 
@@ -31,8 +32,6 @@ from imagestore import create_app
 from imagestore.auth import hash_password
 from imagestore.db import db
 from imagestore.models import User
-
-GUNICORN = PROJECT / ".venv" / "bin" / "gunicorn"
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ def serve(
         url = f"http://127.0.0.1:{port}"
         log = tmp_path / "gunicorn.log"
         command = [
-            str(GUNICORN),
+            venv_program("gunicorn"),
             "--no-control-socket",
             "--bind",
             f"127.0.0.1:{port}",

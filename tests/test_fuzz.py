@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import PROJECT
+from helpers import venv_program
 from live_server import LiveServer, serve
 
-SCHEMATHESIS = PROJECT / ".venv" / "bin" / "st"
 # Test cases per operation and phase: the two runs take about a minute together.
 MAX_EXAMPLES = 60
 SEED = 20261127
@@ -54,7 +53,7 @@ def schemathesis(server: LiveServer, credentials: tuple[str, str], folder: Path)
     config = folder / "schemathesis.toml"
     config.write_text(CONFIG)
     command = [
-        str(SCHEMATHESIS),
+        venv_program("st"),
         "--config-file",
         str(config),
         "--no-color",

@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import DIRECT, PROJECT, bucket_keys, free_port, missing_service
+from helpers import DIRECT, PROJECT, bucket_keys, free_port, missing_service, venv_program
 from live_server import stop
 from PIL import Image as PILImage
 from seaweed import S3Server
@@ -32,7 +32,6 @@ from sqlalchemy.engine import make_url
 
 from imagestore.tracking.writer import LINGER_SECONDS
 
-BIN = PROJECT / ".venv" / "bin"
 SERVER_URL = (
     os.environ.get("IMAGESTORE_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
 )
@@ -128,7 +127,7 @@ class Host:
 def flask_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """Run `flask --app imagestore ...` as an operator would, with a host's environment."""
     return subprocess.run(
-        [str(BIN / "flask"), "--app", "imagestore", *args],
+        [venv_program("flask"), "--app", "imagestore", *args],
         cwd=PROJECT,
         env=env,
         capture_output=True,
@@ -237,7 +236,7 @@ def hosts(
             with open(log, "wb") as output:
                 process = subprocess.Popen(
                     [
-                        str(BIN / "gunicorn"),
+                        venv_program("gunicorn"),
                         "--no-control-socket",
                         "--workers",
                         "1",
