@@ -430,7 +430,7 @@ def test_bulk_tag_without_tags_to_add_or_remove_is_400(client, alice, photos, ch
     assert response.json["errors"] == {"json": {"add": [NOTHING_TO_DO]}}
 
 
-@pytest.mark.parametrize("added, removed", [("sky", "sky"), ("Sky", " sky ")])
+@pytest.mark.parametrize(("added", "removed"), [("sky", "sky"), ("Sky", " sky ")])
 def test_bulk_tag_adding_and_removing_the_same_tag_is_400(client, alice, photos, added, removed):
     body = {"images": [photos["both"]], "add": [added, "dog"], "remove": [removed]}
 

@@ -253,7 +253,8 @@ def test_storage_repair_removes_old_unused_files_only(app: Flask, photo: dict[st
     assert "removed unused file: old.png" in result.output
     assert "unused file: .staging/upload-young (1 bytes) (younger than 3600 s" in result.output
     assert result.exit_code == 1
-    assert not os.path.exists(old) and os.path.exists(young)
+    assert not os.path.exists(old)
+    assert os.path.exists(young)
 
 
 # Faults: the client gets a clear 5xx and the store stays consistent

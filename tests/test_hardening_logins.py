@@ -308,7 +308,8 @@ def test_cli_revokes_nothing_when_an_id_is_unknown(runner, client, alice):
     result = runner.invoke(args=["tokens", "revoke", str(token["id"]), "999"])
 
     assert result.exit_code == 1
-    assert "999" in result.output and "none was revoked" in result.output
+    assert "999" in result.output
+    assert "none was revoked" in result.output
     assert client.get("/api/", headers=bearer(token)).status_code == 200
 
 

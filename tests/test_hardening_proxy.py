@@ -167,7 +167,8 @@ def assert_nginx_problem(answer: Answer, status: int) -> dict[str, Any]:
     problem = answer.json()
     assert set(problem) == PROBLEM_KEYS
     assert (problem["type"], problem["status"]) == ("about:blank", status)
-    assert problem["title"] and problem["detail"]
+    assert problem["title"]
+    assert problem["detail"]
     return problem
 
 

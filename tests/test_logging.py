@@ -58,7 +58,8 @@ def test_request_writes_one_json_line_with_the_documented_fields(client, alice, 
     response = client.get("/api/tags/", auth=alice)
 
     [line] = access_lines(capsys)
-    assert line["time"] and ISO_UTC.match(line["time"])
+    assert line["time"]
+    assert ISO_UTC.match(line["time"])
     assert line["level"] == "INFO"
     assert line["request_id"] == response.headers["X-Request-ID"]
     assert (line["user"], line["method"], line["path"], line["status"]) == (
@@ -67,7 +68,8 @@ def test_request_writes_one_json_line_with_the_documented_fields(client, alice, 
         "/api/tags/",
         200,
     )
-    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+    assert isinstance(line["duration_ms"], float)
+    assert line["duration_ms"] >= 0
     assert line["remote_addr"] == "127.0.0.1"
 
 

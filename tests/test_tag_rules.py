@@ -109,7 +109,7 @@ def test_upload_normalizes_a_tag_name_before_looking_it_up(client, alice, make_t
 
 
 @pytest.mark.parametrize(
-    "name, reason",
+    ("name", "reason"),
     [
         ("", "must not be empty"),
         (" \t\n ", "must not be empty"),
@@ -155,7 +155,7 @@ def test_create_tag_whose_collapsed_name_has_50_characters_is_201(client, alice)
 
 
 @pytest.mark.parametrize(
-    "name, reason",
+    ("name", "reason"),
     [("", "must not be empty"), ("x" * 51, "at most 50"), ("a,b", "','"), ("a/b", "'/'")],
     ids=["empty", "51-chars", "comma", "slash"],
 )
@@ -468,7 +468,7 @@ def test_merge_of_an_unknown_source_is_404(client, alice, make_tag):
 
 
 @pytest.mark.parametrize(
-    "body, message",
+    ("body", "message"),
     [
         ({}, "Missing data for required field."),
         ({"into": ""}, "Tag name must not be empty."),
@@ -573,7 +573,7 @@ def ordered_tags(app, client, alice, make_tag, upload) -> None:
 
 
 @pytest.mark.parametrize(
-    "ordering, expected",
+    ("ordering", "expected"),
     [
         ("name", ["apple", "Banana", "cherry", "date"]),
         ("-name", ["date", "cherry", "Banana", "apple"]),
@@ -616,7 +616,7 @@ def test_list_tags_with_a_bad_ordering_is_400(client, alice, ordering):
 
 
 @pytest.mark.parametrize(
-    "ordering, second_page",
+    ("ordering", "second_page"),
     [
         ("name", ["cherry", "date"]),
         ("-name", ["Banana", "apple"]),

@@ -90,7 +90,7 @@ def test_create_tag_keeps_the_case_given(client, alice):
 
 
 @pytest.mark.parametrize(
-    "given, stored",
+    ("given", "stored"),
     [
         ("  cat  ", "cat"),
         ("big   cat", "big cat"),
@@ -150,7 +150,7 @@ def test_create_tag_twice_is_409(client, alice, make_tag):
 
 
 @pytest.mark.parametrize(
-    "existing, duplicate",
+    ("existing", "duplicate"),
     [
         ("Cat", "cat"),
         ("cat", "CAT"),
@@ -199,7 +199,7 @@ def test_create_tag_of_a_name_another_user_has_is_409(client, alice, bob, make_t
 
 
 @pytest.mark.parametrize(
-    "name, message",
+    ("name", "message"),
     [
         ("", BAD_NAME_MESSAGES["empty"]),
         ("   ", BAD_NAME_MESSAGES["empty"]),
@@ -257,7 +257,7 @@ def test_create_tag_with_a_lone_surrogate_in_the_name_is_400(client, alice):
 
 
 @pytest.mark.parametrize(
-    "name, message",
+    ("name", "message"),
     [
         (5, "Not a valid string."),
         (1.5, "Not a valid string."),
@@ -554,7 +554,7 @@ def test_list_tags_first_page_of_no_tags_is_200(client, alice):
 
 
 @pytest.mark.parametrize(
-    "query, field",
+    ("query", "field"),
     [
         ("page=0", "page"),
         ("page=-1", "page"),
@@ -937,7 +937,7 @@ def test_rename_unknown_tag_is_404(client, alice, make_tag, method):
 
 @pytest.mark.parametrize("method", ["patch", "put"])
 @pytest.mark.parametrize(
-    "name, message",
+    ("name", "message"),
     [
         ("", BAD_NAME_MESSAGES["empty"]),
         ("  ", BAD_NAME_MESSAGES["empty"]),
@@ -1198,7 +1198,7 @@ def test_admin_created_tag_is_not_changed_by_a_user(client, alice, admin, make_t
 # Authentication
 
 
-@pytest.mark.parametrize("method, path", ROUTES)
+@pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_anonymous_request_is_401_with_basic_challenge(client, alice, make_tag, method, path):
     make_tag("cat", alice)
 
@@ -1208,7 +1208,7 @@ def test_anonymous_request_is_401_with_basic_challenge(client, alice, make_tag, 
     assert response.headers["WWW-Authenticate"].startswith("Basic")
 
 
-@pytest.mark.parametrize("method, path", ROUTES)
+@pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_wrong_password_is_401(client, alice, make_tag, method, path):
     make_tag("cat", alice)
 
@@ -1225,7 +1225,7 @@ def test_unknown_user_is_401(client):
     assert response.headers["WWW-Authenticate"].startswith("Basic")
 
 
-@pytest.mark.parametrize("method, path", ROUTES)
+@pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_deactivated_user_is_401(client, alice, make_tag, make_user, method, path):
     make_tag("cat", alice)
     carol = make_user("carol", active=False)
@@ -1277,7 +1277,7 @@ def test_anonymous_request_for_an_unknown_tag_is_401_not_404(client):
 
 @pytest.mark.parametrize("slash", ["/", ""], ids=["with-slash", "without-slash"])
 @pytest.mark.parametrize(
-    "method, path, body, status",
+    ("method", "path", "body", "status"),
     [
         ("get", "/api/tags", None, 200),
         ("post", "/api/tags", {"name": "dog"}, 201),
@@ -1309,7 +1309,7 @@ def test_list_without_trailing_slash_links_pages_of_the_same_list(client, alice,
 
 
 @pytest.mark.parametrize(
-    "method, path, allowed",
+    ("method", "path", "allowed"),
     [
         ("delete", "/api/tags/", {"GET", "HEAD", "OPTIONS", "POST"}),
         ("put", "/api/tags/", {"GET", "HEAD", "OPTIONS", "POST"}),

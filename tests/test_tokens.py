@@ -51,8 +51,10 @@ def test_create_token_returns_its_secret_and_expiry(client, alice, path):
     body = response.json
     assert set(body) == {"id", "name", "username", "token", "created_at", "expires_at"}
     assert body["name"] == "backup script"
-    assert body["token"].startswith("ims_") and len(body["token"]) > 40
-    assert ISO_UTC.match(body["created_at"]) and ISO_UTC.match(body["expires_at"])
+    assert body["token"].startswith("ims_")
+    assert len(body["token"]) > 40
+    assert ISO_UTC.match(body["created_at"])
+    assert ISO_UTC.match(body["expires_at"])
     expires = parse_time(body["expires_at"])
     assert before + timedelta(days=30) <= expires <= datetime.now(UTC) + timedelta(days=30)
 

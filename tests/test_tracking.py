@@ -270,7 +270,8 @@ def test_row_records_a_non_negative_duration(client, alice, admin):
     client.get("/api/", auth=alice)
 
     duration = only_tracking(client, admin, "/api/")["duration_ms"]
-    assert isinstance(duration, int | float) and not isinstance(duration, bool)
+    assert isinstance(duration, int | float)
+    assert not isinstance(duration, bool)
     assert duration >= 0
 
 
@@ -666,7 +667,8 @@ def test_trackings_filters_keep_their_values_in_page_links(client, alice, admin)
 
     page = list_trackings(client, admin, method="GET", status_code=200)
 
-    assert "method=GET" in page["next"] and "status_code=200" in page["next"]
+    assert "method=GET" in page["next"]
+    assert "status_code=200" in page["next"]
 
 
 def test_trackings_filter_rejects_a_non_numeric_status_code(client, admin):
