@@ -273,7 +273,7 @@ def test_secret_keys_scripts_use_are_never_stored(client, alice, admin, key):
 
 
 @pytest.mark.parametrize(
-    "key", [*tracking.SECRET_MARKERS, *tracking.SECRET_WORDS, "X-Amz-Signature"]
+    "key", [*sorted(tracking.SECRET_MARKERS), *sorted(tracking.SECRET_WORDS), "X-Amz-Signature"]
 )
 def test_secret_keys_in_a_response_are_never_stored(app, client, alice, admin, key):
     """A route answers a secret under each name: the quick search of responses must find it."""
