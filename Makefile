@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 FLASK := $(BIN)/flask --app imagestore
 
-.PHONY: install install-test run test lint format bench bench-quick
+.PHONY: install install-test run test test-fast lint format bench bench-quick
 
 # What `make run` needs: the package and what it runs on.
 install: $(VENV)/.installed
@@ -32,6 +32,12 @@ run: install nginx
 
 test: install-test
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+# The quick loop: `make test` without the tests marked slow (a live server, nginx, a browser, a
+# fuzzer: over about 2 s each) or service (PostgreSQL, SeaweedFS, Redis, nginx, chromium), and
+# without coverage, which costs a third more time.
+test-fast: install-test
+	$(BIN)/python -m pytest -m "not slow and not service" $(PYTEST_ARGS)
 
 lint: install-test
 	$(BIN)/ruff format --check .

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import Any
 
-import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from flask_migrate import upgrade
-from PIL import Image as PILImage
+from helpers import (
+    PASSWORD,
+    POSTGRES_URL,
+    admin_connection,
+    image_bytes,
+    migrate_database,
+    missing_service,
+    settings,
+)
 from seaweed import S3Server, start_seaweedfs, stop_seaweedfs, weed_binary
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -22,42 +27,19 @@ from sqlalchemy.engine import make_url
 from imagestore import create_app
 from imagestore.auth import hash_password
 from imagestore.db import db
-from imagestore.db_cli import init_migrations
 from imagestore.models import User
 
-PASSWORD = "correct horse battery staple"
-# Set to a PostgreSQL URL (say postgresql://127.0.0.1:5432/test) to run the suite there too.
-POSTGRES_URL = os.environ.get("IMAGESTORE_TEST_DATABASE_URL")
+# Fixtures that start a service besides the database: a test that uses one, directly or through
+# another fixture, is marked `service`, which `make test-fast` leaves out.
+SERVICE_FIXTURES = {"s3_server"}
 
 
-def settings(database_url: str, tmp_path: Any) -> dict[str, Any]:
-    """Return the test configuration of an app on this database."""
-    return {
-        "TESTING": True,
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": "test secret",
-        "MEDIA_FOLDER": str(tmp_path / "media"),
-        # A cheap hash keeps the suite fast; one test checks the default method.
-        "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-        # Rows are written before the response ends, so tests may read them at once;
-        # tests/test_tracking_writer.py covers the background writer.
-        "TRACKING_WRITE_BEHIND": False,
-    }
-
-
-def migrate_database(url: str, tmp_path: Any) -> None:
-    """Apply every migration to an empty database, as `flask db upgrade` does."""
-    app = create_app(settings(url, tmp_path))
-    init_migrations(app)
-    with app.app_context():
-        upgrade()
-        db.engine.dispose()
-
-
-def admin_connection(url: str) -> psycopg.Connection:
-    """Open an autocommit connection to the server's maintenance database."""
-    server = make_url(url).set(drivername="postgresql", database="postgres")
-    return psycopg.connect(server.render_as_string(hide_password=False), autocommit=True)
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a service fixture as a `service` test."""
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.service)
 
 
 @pytest.fixture(scope="session")
@@ -123,19 +105,31 @@ def app(database_url: str, tmp_path: Any) -> Iterator[Flask]:
 
 
 @pytest.fixture
-def make_app(database_url: str, tmp_path: Any) -> Iterator[Callable[..., Flask]]:
-    """Return a builder of apps on the test database with some settings changed."""
+def build_app() -> Iterator[Callable[..., Flask]]:
+    """Return create_app itself; every app it builds has its database engine disposed after."""
     apps = []
 
-    def make_app(**overrides: Any) -> Flask:
-        app = create_app(settings(database_url, tmp_path) | overrides)
+    def build_app(test_config: dict[str, Any] | None = None) -> Flask:
+        app = create_app(test_config)
         apps.append(app)
         return app
 
-    yield make_app
+    yield build_app
     for app in apps:
         with app.app_context():
             db.engine.dispose()
+
+
+@pytest.fixture
+def make_app(
+    build_app: Callable[..., Flask], database_url: str, tmp_path: Any
+) -> Callable[..., Flask]:
+    """Return a builder of apps on the test database with some settings changed."""
+
+    def make_app(**overrides: Any) -> Flask:
+        return build_app(settings(database_url, tmp_path) | overrides)
+
+    return make_app
 
 
 @pytest.fixture
@@ -178,13 +172,6 @@ def admin(make_user: Callable[..., tuple[str, str]]) -> tuple[str, str]:
     return make_user("root", admin=True)
 
 
-def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (8, 6), color: str = "red") -> bytes:
-    """Return a small real image in the given Pillow format."""
-    buffer = io.BytesIO()
-    PILImage.new("RGB", size, color).save(buffer, fmt)
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def make_tag(client: FlaskClient) -> Callable[..., dict[str, Any]]:
     """Return a builder that creates a tag through the API and returns its JSON."""
@@ -214,23 +201,6 @@ def upload(client: FlaskClient) -> Callable[..., Any]:
         return client.post("/api/images/", data=data, auth=auth, content_type="multipart/form-data")
 
     return upload
-
-
-def media_files(app: Flask) -> list[str]:
-    """List the files in the media folder (temporary files included), relative to it."""
-    root = app.config["MEDIA_FOLDER"]
-    return sorted(
-        os.path.relpath(os.path.join(folder, name), root)
-        for folder, _, names in os.walk(root)
-        for name in names
-    )
-
-
-def missing_service(reason: str) -> NoReturn:
-    """Skip a test whose service is missing; fail it where CI says every service must be there."""
-    if os.environ.get("IMAGESTORE_TEST_REQUIRE_SERVICES"):
-        pytest.fail(f"{reason} (IMAGESTORE_TEST_REQUIRE_SERVICES is set)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

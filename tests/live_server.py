@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,16 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import PASSWORD, POSTGRES_URL, admin_connection, migrate_database, settings
+from helpers import (
+    PASSWORD,
+    POSTGRES_URL,
+    PROJECT,
+    admin_connection,
+    free_port,
+    migrate_database,
+    settings,
+    venv_program,
+)
 from sqlalchemy.engine import make_url
 
 from imagestore import create_app
 from imagestore.auth import hash_password
 from imagestore.db import db
 from imagestore.models import User
-
-PROJECT = Path(__file__).resolve().parent.parent
-GUNICORN = PROJECT / ".venv" / "bin" / "gunicorn"
 
 
 @dataclass(frozen=True)
@@ -42,13 +47,6 @@ class LiveServer:
         """Return the end of the server's log without access lines, for failure messages."""
         text = self.log.read_text(errors="replace").splitlines()
         return "\n".join([line for line in text if "imagestore.access" not in line][-lines:])
-
-
-def free_port() -> int:
-    """Return a loopback port that nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
@@ -123,7 +121,7 @@ def serve(
         url = f"http://127.0.0.1:{port}"
         log = tmp_path / "gunicorn.log"
         command = [
-            str(GUNICORN),
+            venv_program("gunicorn"),
             "--no-control-socket",
             "--bind",
             f"127.0.0.1:{port}",

@@ -6,12 +6,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import POSTGRES_URL, settings
 from flask import request
+from helpers import POSTGRES_URL, settings
 from sqlalchemy import inspect, text
 from sqlalchemy.orm.exc import StaleDataError
 
-from imagestore import create_app
 from imagestore.app import ApiRequest, Fields
 from imagestore.auth import auth
 from imagestore.db import db, writes
@@ -21,22 +20,6 @@ SQLITE_ONLY = pytest.mark.skipif(
     POSTGRES_URL is not None,
     reason="checks SQLite connection settings; the suite runs on PostgreSQL",
 )
-
-
-@pytest.fixture
-def make_app():
-    """Return a builder of apps whose database engines are disposed after the test."""
-    apps = []
-
-    def make_app(test_config=None):
-        app = create_app(test_config)
-        apps.append(app)
-        return app
-
-    yield make_app
-    for app in apps:
-        with app.app_context():
-            db.engine.dispose()
 
 
 @pytest.fixture
@@ -250,47 +233,47 @@ def test_every_view_that_is_not_a_get_says_whether_it_writes(app):
 # Configuration
 
 
-def test_instance_path_is_read_from_the_environment(environment, make_app):
-    app = make_app()
+def test_instance_path_is_read_from_the_environment(environment, build_app):
+    app = build_app()
 
     assert app.instance_path == str(environment)
 
 
-def test_database_url_is_read_from_the_environment(environment, monkeypatch, tmp_path, make_app):
+def test_database_url_is_read_from_the_environment(environment, monkeypatch, tmp_path, build_app):
     url = f"sqlite:///{tmp_path}/from-env.sqlite"
     monkeypatch.setenv("IMAGESTORE_DATABASE_URL", url)
 
-    app = make_app()
+    app = build_app()
 
     assert app.config["SQLALCHEMY_DATABASE_URI"] == url
 
 
-def test_max_upload_is_read_from_the_environment(environment, monkeypatch, make_app):
+def test_max_upload_is_read_from_the_environment(environment, monkeypatch, build_app):
     monkeypatch.setenv("IMAGESTORE_MAX_UPLOAD_MB", "5")
 
-    app = make_app()
+    app = build_app()
 
     assert app.config["MAX_CONTENT_LENGTH"] == 5 * 1024 * 1024
 
 
-def test_max_upload_defaults_to_20_mb(environment, make_app):
-    app = make_app()
+def test_max_upload_defaults_to_20_mb(environment, build_app):
+    app = build_app()
 
     assert app.config["MAX_CONTENT_LENGTH"] == 20 * 1024 * 1024
 
 
 def test_environment_is_ignored_when_a_test_config_is_given(
-    environment, monkeypatch, tmp_path, make_app
+    environment, monkeypatch, tmp_path, build_app
 ):
     monkeypatch.setenv("IMAGESTORE_MAX_UPLOAD_MB", "5")
 
-    app = make_app(settings(f"sqlite:///{tmp_path}/test.sqlite", tmp_path))
+    app = build_app(settings(f"sqlite:///{tmp_path}/test.sqlite", tmp_path))
 
     assert app.config["MAX_CONTENT_LENGTH"] == 20 * 1024 * 1024
 
 
-def test_default_database_is_a_sqlite_file_in_the_instance_folder(environment, make_app):
-    app = make_app()
+def test_default_database_is_a_sqlite_file_in_the_instance_folder(environment, build_app):
+    app = build_app()
 
     with app.app_context():
         url = db.engine.url
@@ -302,8 +285,8 @@ def test_default_database_is_a_sqlite_file_in_the_instance_folder(environment, m
     "url",
     ["postgres://someone@db.example.org/images", "postgresql://someone@db.example.org/images"],
 )
-def test_postgres_urls_use_psycopg(tmp_path, make_app, url):
-    app = make_app(settings(url, tmp_path))
+def test_postgres_urls_use_psycopg(tmp_path, build_app, url):
+    app = build_app(settings(url, tmp_path))
 
     assert (
         app.config["SQLALCHEMY_DATABASE_URI"]
@@ -311,54 +294,54 @@ def test_postgres_urls_use_psycopg(tmp_path, make_app, url):
     )
 
 
-def test_secret_key_is_generated_into_the_instance_folder(environment, make_app):
-    app = make_app()
+def test_secret_key_is_generated_into_the_instance_folder(environment, build_app):
+    app = build_app()
 
     path = environment / "secret_key"
     assert path.read_text().strip() == app.config["SECRET_KEY"]
     assert len(app.config["SECRET_KEY"]) >= 32
 
 
-def test_generated_secret_key_is_readable_by_its_owner_only(environment, make_app):
-    make_app()
+def test_generated_secret_key_is_readable_by_its_owner_only(environment, build_app):
+    build_app()
 
     mode = stat.S_IMODE((environment / "secret_key").stat().st_mode)
     assert mode == 0o600
 
 
-def test_generated_secret_key_is_reused_by_the_next_app(environment, make_app):
-    first = make_app()
+def test_generated_secret_key_is_reused_by_the_next_app(environment, build_app):
+    first = build_app()
 
-    second = make_app()
+    second = build_app()
 
     assert second.config["SECRET_KEY"] == first.config["SECRET_KEY"]
 
 
 def test_secret_key_from_the_environment_wins_over_the_generated_one(
-    environment, monkeypatch, make_app
+    environment, monkeypatch, build_app
 ):
-    make_app()
+    build_app()
     monkeypatch.setenv("IMAGESTORE_SECRET_KEY", "from the environment")
 
-    app = make_app()
+    app = build_app()
 
     assert app.config["SECRET_KEY"] == "from the environment"
 
 
 def test_numeric_secret_key_from_the_environment_is_kept_as_text(
-    environment, monkeypatch, make_app
+    environment, monkeypatch, build_app
 ):
     monkeypatch.setenv("IMAGESTORE_SECRET_KEY", "123456")
 
-    app = make_app()
+    app = build_app()
 
     assert app.config["SECRET_KEY"] == "123456"
 
 
-def test_passwords_are_hashed_with_pbkdf2_by_default(database_url, tmp_path, make_app):
+def test_passwords_are_hashed_with_pbkdf2_by_default(database_url, tmp_path, build_app):
     config = settings(database_url, tmp_path)
     del config["PASSWORD_HASH_METHOD"]
-    app = make_app(config)
+    app = build_app(config)
 
     result = app.test_cli_runner().invoke(args=["users", "create", "carol", "--password", "pw"])
 
@@ -371,8 +354,8 @@ def test_passwords_are_hashed_with_pbkdf2_by_default(database_url, tmp_path, mak
 # Database
 
 
-def test_migrations_upgrade_a_fresh_sqlite_database(tmp_path, make_app):
-    app = make_app(settings(f"sqlite:///{tmp_path}/fresh.sqlite", tmp_path))
+def test_migrations_upgrade_a_fresh_sqlite_database(tmp_path, build_app):
+    app = build_app(settings(f"sqlite:///{tmp_path}/fresh.sqlite", tmp_path))
 
     result = app.test_cli_runner().invoke(args=["db", "upgrade"])
 
@@ -396,8 +379,8 @@ def test_the_served_app_leaves_flask_migrate_unimported(environment):
     assert result.stdout.strip() == "[]"
 
 
-def test_migrated_database_matches_the_models(tmp_path, make_app):
-    app = make_app(settings(f"sqlite:///{tmp_path}/fresh.sqlite", tmp_path))
+def test_migrated_database_matches_the_models(tmp_path, build_app):
+    app = build_app(settings(f"sqlite:///{tmp_path}/fresh.sqlite", tmp_path))
     runner = app.test_cli_runner()
     runner.invoke(args=["db", "upgrade"])
 

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import image_bytes
-from live_server import PROJECT, LiveServer, serve
+from helpers import PROJECT, image_bytes
+from live_server import LiveServer, serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = PROJECT / "test-artifacts"
@@ -34,10 +34,15 @@ CHROMIUM_FLAGS = [
 ]
 TIMEOUT_MS = 20_000
 
-pytestmark = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK),
-    reason="Debian's chromium is not installed (`apt-get install chromium`; .ci/run does it)",
-)
+# A live gunicorn and a chromium.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.service,
+    pytest.mark.skipif(
+        not os.access(CHROMIUM, os.X_OK),
+        reason="Debian's chromium is not installed (`apt-get install chromium`; .ci/run does it)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import image_bytes, media_files
-from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.test import TestResponse
-
-from imagestore.db import db
-from imagestore.models import Image
-
-Auth = tuple[str, str]
+from helpers import (
+    Auth,
+    assert_problem,
+    image_bytes,
+    image_rows,
+    image_tags,
+    media_files,
+    post_files,
+)
 
 NOT_AN_IMAGE = "The file is not an image in an accepted format (JPEG, PNG, GIF, WEBP)."
 TOO_MANY_FILES = "Send at most 100 files in the `image` field."
@@ -24,36 +24,6 @@ ADDED_AND_REMOVED = "A tag cannot be both added and removed."
 
 
 # Helpers
-
-
-def image_rows(app: Flask) -> int:
-    """Count the rows of the images table."""
-    with app.app_context():
-        return db.session.scalar(db.select(db.func.count()).select_from(Image))
-
-
-def post_files(
-    client: FlaskClient,
-    auth: Auth,
-    files: list[tuple[bytes, str]],
-    tags: list[str] | tuple[str, ...] = (),
-    query: str = "",
-) -> TestResponse:
-    """Upload several files in `image` fields of one request, with shared tags."""
-    data = {
-        "image": [(io.BytesIO(content), filename) for content, filename in files],
-        "tags": list(tags),
-    }
-    return client.post(
-        f"/api/images/{query}", data=data, auth=auth, content_type="multipart/form-data"
-    )
-
-
-def image_tags(client: FlaskClient, auth: Auth, image_id: int) -> list[str]:
-    """Return the tag names an image shows through the API."""
-    response = client.get(f"/api/images/{image_id}/", auth=auth)
-    assert response.status_code == 200, response.json
-    return response.json["tags"]
 
 
 def tag_names(client: FlaskClient, auth: Auth) -> list[str]:
@@ -73,14 +43,6 @@ def tag_creator(client: FlaskClient, auth: Auth, name: str) -> str | None:
 def exists(client: FlaskClient, auth: Auth, image_id: int) -> bool:
     """Tell whether an image is still there."""
     return client.get(f"/api/images/{image_id}/", auth=auth).status_code == 200
-
-
-def assert_problem(response: TestResponse, status: int) -> None:
-    """Check that a response is an RFC 9457 problem with this status and a detail."""
-    assert response.status_code == status, response.json
-    assert response.mimetype == "application/problem+json"
-    assert response.json["status"] == status
-    assert isinstance(response.json["detail"], str) and response.json["detail"]
 
 
 def three_images() -> list[tuple[bytes, str]]:
@@ -468,7 +430,7 @@ def test_bulk_tag_without_tags_to_add_or_remove_is_400(client, alice, photos, ch
     assert response.json["errors"] == {"json": {"add": [NOTHING_TO_DO]}}
 
 
-@pytest.mark.parametrize("added, removed", [("sky", "sky"), ("Sky", " sky ")])
+@pytest.mark.parametrize(("added", "removed"), [("sky", "sky"), ("Sky", " sky ")])
 def test_bulk_tag_adding_and_removing_the_same_tag_is_400(client, alice, photos, added, removed):
     body = {"images": [photos["both"]], "add": [added, "dog"], "remove": [removed]}
 

@@ -7,14 +7,12 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import image_bytes
 from flask.testing import FlaskClient
+from helpers import PROJECT, image_bytes
 
-PROJECT = Path(__file__).resolve().parent.parent
 BODY_TYPES = ["application/json", "application/x-www-form-urlencoded", "multipart/form-data"]
 
 

@@ -1,9 +1,12 @@
-"""The image pipeline: decoding checks, deduplication, downloads, thumbnails, storage check."""
+"""The image pipeline on the local folder: decoding checks, duplicates, thumbnails, disk faults.
+
+What every storage backend does (files, downloads, the storage check) is in
+tests/test_storage_contract.py, which runs on this folder and on S3.
+"""
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import os
 import struct
@@ -13,15 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import image_bytes, media_files
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import checksum, image_bytes, image_rows, media_files, run_check
 from PIL import Image as PILImage
-from sqlalchemy import event
-from sqlalchemy.exc import OperationalError
 
 from imagestore.db import db
-from imagestore.models import Image
 from imagestore.storage import Staged
 from imagestore.storage.local import LocalStorage
 
@@ -49,15 +49,6 @@ def rotated_jpeg(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     PILImage.new("RGB", (width, height), "green").save(buffer, "JPEG", exif=exif.tobytes())
     return buffer.getvalue()
-
-
-def checksum(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
-
-
-def image_count(app: Flask) -> int:
-    with app.app_context():
-        return db.session.scalar(db.select(db.func.count(Image.id)))
 
 
 @pytest.fixture
@@ -148,43 +139,6 @@ def test_upload_records_format_and_checksum(
 # Duplicates
 
 
-def test_identical_uploads_share_one_file(
-    app: Flask, alice: tuple[str, str], upload: Callable[..., Any]
-) -> None:
-    content = image_bytes("PNG", (20, 20))
-
-    first = upload(alice, content=content).json
-    second = upload(alice, content=content).json
-
-    assert first["id"] != second["id"]
-    assert media_files(app) == [f"{checksum(content)[:2]}/{checksum(content)}.png"]
-
-
-def test_deleting_one_of_two_copies_keeps_the_file(
-    app: Flask, client: FlaskClient, alice: tuple[str, str], upload: Callable[..., Any]
-) -> None:
-    content = image_bytes("PNG", (20, 20))
-    first = upload(alice, content=content).json
-    second = upload(alice, content=content).json
-
-    client.delete(f"/api/images/{first['id']}/", auth=alice)
-
-    assert len(media_files(app)) == 1
-    assert client.get(second["image"], auth=alice).data == content
-
-
-def test_deleting_the_last_copy_removes_the_file(
-    app: Flask, client: FlaskClient, alice: tuple[str, str], upload: Callable[..., Any]
-) -> None:
-    content = image_bytes("PNG", (20, 20))
-    ids = [upload(alice, content=content).json["id"] for _ in range(2)]
-
-    for image_id in ids:
-        client.delete(f"/api/images/{image_id}/", auth=alice)
-
-    assert media_files(app) == []
-
-
 def test_list_filters_by_checksum(
     client: FlaskClient, alice: tuple[str, str], upload: Callable[..., Any]
 ) -> None:
@@ -202,22 +156,6 @@ def test_list_with_a_malformed_checksum_is_400(client: FlaskClient, alice: tuple
 
     assert response.status_code == 400
     assert response.json["errors"] == {"query": {"sha256": ["Must be 64 hexadecimal digits."]}}
-
-
-def test_upload_rejecting_duplicates_is_409_with_the_existing_id(
-    app: Flask, client: FlaskClient, alice: tuple[str, str], upload: Callable[..., Any]
-) -> None:
-    content = image_bytes("PNG", (20, 20))
-    existing = upload(alice, content=content).json
-    data = {"image": (io.BytesIO(content), "again.png")}
-
-    response = client.post("/api/images/?on_duplicate=reject", data=data, auth=alice)
-
-    assert response.status_code == 409
-    assert response.json["existing_id"] == existing["id"]
-    assert response.json["existing"] == f"http://localhost/api/images/{existing['id']}/"
-    assert image_count(app) == 1
-    assert len(media_files(app)) == 1
 
 
 def test_upload_rejecting_duplicates_stores_new_content(
@@ -242,62 +180,6 @@ def test_upload_with_an_unknown_duplicate_policy_is_400(
 
 
 # Downloads
-
-
-def test_download_has_caching_and_safety_headers(
-    client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any]
-) -> None:
-    response = client.get(photo["image"], auth=alice)
-
-    assert response.status_code == 200
-    assert response.headers["Content-Type"] == "image/jpeg"
-    assert response.headers["ETag"] == f'"{photo["sha256"]}"'
-    assert response.headers["Last-Modified"]
-    assert response.headers["Accept-Ranges"] == "bytes"
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Cache-Control"] == "private, max-age=86400"
-    assert response.headers["Content-Disposition"] == 'inline; filename="Beach day.jpg"'
-
-
-def test_download_with_a_matching_etag_is_304(
-    client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any]
-) -> None:
-    headers = {"If-None-Match": f'"{photo["sha256"]}"'}
-
-    response = client.get(photo["image"], auth=alice, headers=headers)
-
-    assert response.status_code == 304
-    assert response.data == b""
-
-
-def test_download_not_modified_since_is_304(
-    client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any]
-) -> None:
-    last_modified = client.get(photo["image"], auth=alice).headers["Last-Modified"]
-
-    response = client.get(photo["image"], auth=alice, headers={"If-Modified-Since": last_modified})
-
-    assert response.status_code == 304
-
-
-def test_download_of_a_range_is_206(
-    client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any]
-) -> None:
-    whole = client.get(photo["image"], auth=alice).data
-
-    response = client.get(photo["image"], auth=alice, headers={"Range": "bytes=10-19"})
-
-    assert response.status_code == 206
-    assert response.data == whole[10:20]
-    assert response.headers["Content-Range"] == f"bytes 10-19/{len(whole)}"
-
-
-def test_download_of_an_unsatisfiable_range_is_416(
-    client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any]
-) -> None:
-    response = client.get(photo["image"], auth=alice, headers={"Range": "bytes=99999999-"})
-
-    assert response.status_code == 416
 
 
 def test_download_name_is_the_sanitized_upload_name(
@@ -343,31 +225,6 @@ def test_thumbnail_applies_the_exif_orientation(
         assert thumbnail.size == (128, 256)
 
 
-def test_thumbnail_is_stored_beside_the_original_and_cached(
-    app: Flask, client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any]
-) -> None:
-    first = client.get(photo["thumbnails"]["256"], auth=alice)
-
-    second = client.get(photo["thumbnails"]["256"], auth=alice)
-
-    sha256 = photo["sha256"]
-    assert media_files(app) == [f"{sha256[:2]}/{sha256}.256.webp", f"{sha256[:2]}/{sha256}.jpg"]
-    assert first.data == second.data
-    assert second.headers["ETag"] == f'"{sha256}-256"'
-    assert second.headers["Cache-Control"] == "private, max-age=86400"
-    assert second.headers["Content-Disposition"] == 'inline; filename="Beach day-256.webp"'
-
-
-def test_thumbnail_with_a_matching_etag_is_304(
-    client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any]
-) -> None:
-    etag = client.get(photo["thumbnails"]["128"], auth=alice).headers["ETag"]
-
-    response = client.get(photo["thumbnails"]["128"], auth=alice, headers={"If-None-Match": etag})
-
-    assert response.status_code == 304
-
-
 @pytest.mark.parametrize("size", ["100", "1024", "0", "-5", "big"])
 def test_thumbnail_of_a_size_not_offered_is_400(
     app: Flask, client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any], size: str
@@ -379,62 +236,7 @@ def test_thumbnail_of_a_size_not_offered_is_400(
     assert len(media_files(app)) == 1
 
 
-def test_thumbnails_are_deleted_with_the_image(
-    app: Flask, client: FlaskClient, alice: tuple[str, str], photo: dict[str, Any]
-) -> None:
-    for url in photo["thumbnails"].values():
-        client.get(url, auth=alice)
-
-    client.delete(f"/api/images/{photo['id']}/", auth=alice)
-
-    assert media_files(app) == []
-
-
 # The storage check
-
-
-def run_check(app: Flask, *args: str) -> Any:
-    return app.test_cli_runner().invoke(args=["storage", "check", *args])
-
-
-def test_storage_check_of_a_consistent_store_passes(app: Flask, photo: dict[str, Any]) -> None:
-    result = run_check(app)
-
-    assert result.exit_code == 0
-    assert "no problems" in result.output
-
-
-def test_storage_check_reports_a_file_without_a_row(app: Flask, photo: dict[str, Any]) -> None:
-    stray = os.path.join(app.config["MEDIA_FOLDER"], "ab", "stray.png")
-    os.makedirs(os.path.dirname(stray), exist_ok=True)
-    with open(stray, "wb") as file:
-        file.write(b"left behind")
-
-    result = run_check(app)
-
-    assert result.exit_code == 1
-    assert "unused file: ab/stray.png (11 bytes)" in result.output
-
-
-def test_storage_check_reports_a_row_without_its_file(app: Flask, photo: dict[str, Any]) -> None:
-    sha256 = photo["sha256"]
-    os.remove(os.path.join(app.config["MEDIA_FOLDER"], sha256[:2], f"{sha256}.jpg"))
-
-    result = run_check(app)
-
-    assert result.exit_code == 1
-    assert f"missing file: image {photo['id']} (sha256 {sha256})" in result.output
-
-
-def test_storage_check_reports_a_changed_file(app: Flask, photo: dict[str, Any]) -> None:
-    sha256 = photo["sha256"]
-    with open(os.path.join(app.config["MEDIA_FOLDER"], sha256[:2], f"{sha256}.jpg"), "ab") as file:
-        file.write(b"tampered")
-
-    result = run_check(app)
-
-    assert result.exit_code == 1
-    assert f"checksum mismatch: image {photo['id']} (sha256 {sha256})" in result.output
 
 
 def test_storage_repair_removes_old_unused_files_only(app: Flask, photo: dict[str, Any]) -> None:
@@ -451,16 +253,8 @@ def test_storage_repair_removes_old_unused_files_only(app: Flask, photo: dict[st
     assert "removed unused file: old.png" in result.output
     assert "unused file: .staging/upload-young (1 bytes) (younger than 3600 s" in result.output
     assert result.exit_code == 1
-    assert not os.path.exists(old) and os.path.exists(young)
-
-
-def test_storage_repair_never_touches_rows(app: Flask, photo: dict[str, Any]) -> None:
-    sha256 = photo["sha256"]
-    os.remove(os.path.join(app.config["MEDIA_FOLDER"], sha256[:2], f"{sha256}.jpg"))
-
-    run_check(app, "--repair")
-
-    assert image_count(app) == 1
+    assert not os.path.exists(old)
+    assert os.path.exists(young)
 
 
 # Faults: the client gets a clear 5xx and the store stays consistent
@@ -497,31 +291,7 @@ def test_a_failing_store_gives_a_clear_5xx_and_leaves_nothing(
     assert response.status_code == status
     assert response.content_type == "application/problem+json"
     assert response.json["detail"]
-    assert image_count(app) == 0
-    assert media_files(app) == []
-    assert run_check(app).exit_code == 0
-
-
-def test_a_failing_commit_gives_a_5xx_and_leaves_no_file(
-    app: Flask, alice: tuple[str, str], upload: Callable[..., Any]
-) -> None:
-    app.config["PROPAGATE_EXCEPTIONS"] = False
-    with app.app_context():
-        engine = db.engine
-
-    def fail_insert(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("INSERT INTO images"):
-            raise OperationalError(statement, {}, Exception("disk I/O error"))
-
-    event.listen(engine, "before_cursor_execute", fail_insert)
-    try:
-        response = upload(alice)
-    finally:
-        event.remove(engine, "before_cursor_execute", fail_insert)
-
-    assert response.status_code == 500
-    assert response.content_type == "application/problem+json"
-    assert image_count(app) == 0
+    assert image_rows(app) == 0
     assert media_files(app) == []
     assert run_check(app).exit_code == 0
 

@@ -8,14 +8,9 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import image_bytes
 from flask import Flask
+from helpers import Auth, image_bytes, result_ids, set_created_at
 from werkzeug.test import TestResponse
-
-from imagestore.db import db
-from imagestore.models import Image
-
-Auth = tuple[str, str]
 
 RED_PNG_40X30 = image_bytes("PNG", (40, 30))
 RED_PNG_40X30_SHA256 = hashlib.sha256(RED_PNG_40X30).hexdigest()
@@ -99,19 +94,6 @@ def at_noon(day: int) -> datetime:
     return datetime(2026, 1, day, 12, tzinfo=UTC)
 
 
-def set_created_at(app: Flask, image_id: int, when: datetime) -> None:
-    """Give an image another creation time, which the API cannot set."""
-    with app.app_context():
-        db.session.get(Image, image_id).created_at = when
-        db.session.commit()
-
-
-def result_ids(response: TestResponse) -> list[int]:
-    """Return the ids of the images in a list response, in order."""
-    assert response.status_code == 200, response.json
-    return [image["id"] for image in response.json["results"]]
-
-
 def link_params(url: str) -> dict[str, list[str]]:
     """Return the query parameters of a page link."""
     return parse_qs(urlsplit(url).query)
@@ -156,7 +138,7 @@ def one_image(app: Flask, alice: Auth, upload) -> Callable[..., int]:
 # Each filter, alone and combined
 
 
-@pytest.mark.parametrize("query, expected", SINGLE_FILTERS.values(), ids=SINGLE_FILTERS.keys())
+@pytest.mark.parametrize(("query", "expected"), SINGLE_FILTERS.values(), ids=SINGLE_FILTERS.keys())
 def test_filter_selects_the_matching_images(client, alice, gallery, query, expected):
     response = client.get(f"/api/images/?{query}&page_size=100", auth=alice)
 
@@ -164,7 +146,9 @@ def test_filter_selects_the_matching_images(client, alice, gallery, query, expec
     assert result_ids(response) == [gallery[key] for key in expected]
 
 
-@pytest.mark.parametrize("query, expected", COMBINED_FILTERS.values(), ids=COMBINED_FILTERS.keys())
+@pytest.mark.parametrize(
+    ("query", "expected"), COMBINED_FILTERS.values(), ids=COMBINED_FILTERS.keys()
+)
 def test_filters_combine_as_and(client, alice, gallery, query, expected):
     response = client.get(f"/api/images/?{query}&page_size=100", auth=alice)
 
@@ -175,7 +159,7 @@ def test_filters_combine_as_and(client, alice, gallery, query, expected):
 # Every filter with pagination
 
 
-@pytest.mark.parametrize("query, expected", SINGLE_FILTERS.values(), ids=SINGLE_FILTERS.keys())
+@pytest.mark.parametrize(("query", "expected"), SINGLE_FILTERS.values(), ids=SINGLE_FILTERS.keys())
 def test_filtered_first_page_counts_every_match(client, alice, gallery, query, expected):
     response = client.get(f"/api/images/?{query}&page_size=2", auth=alice)
 
@@ -184,7 +168,7 @@ def test_filtered_first_page_counts_every_match(client, alice, gallery, query, e
     assert response.json["previous"] is None
 
 
-@pytest.mark.parametrize("query, expected", SINGLE_FILTERS.values(), ids=SINGLE_FILTERS.keys())
+@pytest.mark.parametrize(("query", "expected"), SINGLE_FILTERS.values(), ids=SINGLE_FILTERS.keys())
 def test_filtered_next_link_keeps_the_filters(client, alice, gallery, query, expected):
     response = client.get(f"/api/images/?{query}&page_size=2", auth=alice)
 
@@ -194,7 +178,7 @@ def test_filtered_next_link_keeps_the_filters(client, alice, gallery, query, exp
     }
 
 
-@pytest.mark.parametrize("query, expected", SINGLE_FILTERS.values(), ids=SINGLE_FILTERS.keys())
+@pytest.mark.parametrize(("query", "expected"), SINGLE_FILTERS.values(), ids=SINGLE_FILTERS.keys())
 def test_filtered_second_page_continues_the_matches(client, alice, gallery, query, expected):
     first = client.get(f"/api/images/?{query}&page_size=2", auth=alice)
 
@@ -208,7 +192,7 @@ def test_filtered_second_page_continues_the_matches(client, alice, gallery, quer
     }
 
 
-@pytest.mark.parametrize("query, expected", SINGLE_FILTERS.values(), ids=SINGLE_FILTERS.keys())
+@pytest.mark.parametrize(("query", "expected"), SINGLE_FILTERS.values(), ids=SINGLE_FILTERS.keys())
 def test_filtered_next_links_visit_every_match_once(client, alice, gallery, query, expected):
     url, seen = f"/api/images/?{query}&page_size=2", []
 
@@ -221,7 +205,7 @@ def test_filtered_next_links_visit_every_match_once(client, alice, gallery, quer
 
 
 @pytest.mark.parametrize(
-    "query, expected",
+    ("query", "expected"),
     [COMBINED_FILTERS["tags-and-any_tags"], COMBINED_FILTERS["min_width-and-min_height"]],
     ids=["tags-and-any_tags", "min_width-and-min_height"],
 )
@@ -324,7 +308,7 @@ def test_created_before_excludes_an_image_created_at_that_instant(client, alice,
 
 
 @pytest.mark.parametrize(
-    "value, included",
+    ("value", "included"),
     [
         ("2026-01-01T10:00:00+02:00", True),
         ("2026-01-01T10:00:01+02:00", False),
@@ -342,7 +326,7 @@ def test_created_after_honours_the_offset(client, alice, one_image, value, inclu
 
 
 @pytest.mark.parametrize(
-    "value, included",
+    ("value", "included"),
     [
         ("2026-01-01T10:00:00+02:00", False),
         ("2026-01-01T10:00:01+02:00", True),
@@ -418,7 +402,7 @@ def test_content_type_of_an_unstored_type_is_empty(client, alice, gallery):
 
 
 @pytest.mark.parametrize(
-    "query, included",
+    ("query", "included"),
     [
         ("min_width=40", True),
         ("min_width=41", False),
@@ -468,7 +452,7 @@ def trio(one_image: Callable[..., int]) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(
-    "ordering, expected",
+    ("ordering", "expected"),
     [
         ("created_at", ["medium", "small", "large"]),
         ("-created_at", ["large", "small", "medium"]),
@@ -491,7 +475,7 @@ def test_default_ordering_is_newest_first(client, alice, trio):
 
 
 @pytest.mark.parametrize(
-    "ordering, expected",
+    ("ordering", "expected"),
     [("size", ["first", "second"]), ("-size", ["second", "first"])],
 )
 def test_ordering_by_size_breaks_ties_by_id(client, alice, upload, ordering, expected):
@@ -510,7 +494,7 @@ def test_bad_ordering_is_400(client, alice, ordering):
 
 
 @pytest.mark.parametrize(
-    "ordering, second",
+    ("ordering", "second"),
     [
         ("created_at", "small"),
         ("-created_at", "small"),

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_server import PROJECT, LiveServer, serve
+from helpers import venv_program
+from live_server import LiveServer, serve
 
-SCHEMATHESIS = PROJECT / ".venv" / "bin" / "st"
 # Test cases per operation and phase: the two runs take about a minute together.
 MAX_EXAMPLES = 60
 SEED = 20261127
@@ -35,6 +35,10 @@ enabled = false
 """
 
 
+# A live gunicorn and two Schemathesis runs of a minute each.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     # Schemathesis checks that invalid credentials get 401 thousands of times; the throttle
@@ -49,7 +53,7 @@ def schemathesis(server: LiveServer, credentials: tuple[str, str], folder: Path)
     config = folder / "schemathesis.toml"
     config.write_text(CONFIG)
     command = [
-        str(SCHEMATHESIS),
+        venv_program("st"),
         "--config-file",
         str(config),
         "--no-color",

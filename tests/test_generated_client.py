@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import image_bytes, missing_service
+from helpers import image_bytes, missing_service
 from live_server import LiveServer, serve
 from PIL import Image as PILImage
 
@@ -30,6 +30,10 @@ CONFIG = "post_hooks: []\n"
 GENERATION_LIMIT_SECONDS = 60
 # What the generator prints when it drops a response or an operation it cannot type.
 WARNINGS = ("warning", "unsupported", "omitted", "skipping", "could not")
+
+
+# A live gunicorn, and a client generated and installed from its document.
+pytestmark = pytest.mark.slow
 
 
 @dataclass(frozen=True)

@@ -17,26 +17,22 @@ import os
 import struct
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import media_files, settings
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import Auth, bucket_keys, image_rows, media_files, post_files, settings
 from live_server import serve
 from PIL import Image as PILImage
 from seaweed import S3Server
 
 from imagestore import config as defaults
 from imagestore import create_app
-from imagestore.db import db
-from imagestore.models import Image
 from imagestore.storage.s3 import S3Storage
-
-Auth = tuple[str, str]
 
 LIMIT = f"at most {defaults.MAX_DECODED_MB} MB are allowed"
 WORKER_PEAK_MB = 300
@@ -83,18 +79,6 @@ def noise_webp(size: tuple[int, int]) -> bytes:
 
 
 # Helpers
-
-
-def image_rows(app: Flask) -> int:
-    """Count the rows of the images table."""
-    with app.app_context():
-        return db.session.scalar(db.select(db.func.count()).select_from(Image))
-
-
-def post_files(client: FlaskClient, auth: Auth, files: list[tuple[bytes, str]]) -> Any:
-    """Upload files in the `image` fields of one request."""
-    data = {"image": [(io.BytesIO(content), name) for content, name in files]}
-    return client.post("/api/images/", data=data, auth=auth, content_type="multipart/form-data")
 
 
 def status_field(pid: int | str, key: str) -> str:
@@ -154,6 +138,7 @@ def test_a_2_kb_lossless_webp_of_16383x3051_is_refused(
     assert response.json["errors"] == {"files": {"image": [reason]}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("image", "options"),
     [
@@ -263,6 +248,7 @@ def test_the_request_budget_is_a_setting(make_app: Callable[..., Flask], alice: 
     assert image_rows(app) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("image", "options"),
     [(("PNG", "RGBA", (1920, 1080)), {}), (("JPEG", "RGB", (4032, 3024)), {"quality": 90})],
@@ -299,7 +285,8 @@ def test_a_65000x769_jpeg_has_thumbnails_decoded_reduced(client: FlaskClient, al
         assert response.status_code == 200
         assert growth < 32, f"{size}: {growth:.0f} MB"
         with PILImage.open(io.BytesIO(response.data)) as thumbnail:
-            assert thumbnail.width == size and thumbnail.height <= 6
+            assert thumbnail.width == size
+            assert thumbnail.height <= 6
 
 
 def test_a_50_megapixel_mpo_is_checked_reduced(client: FlaskClient, alice: Auth) -> None:
@@ -322,7 +309,8 @@ def test_a_16_bit_greyscale_png_gets_a_grey_thumbnail(client: FlaskClient, alice
     with PILImage.open(io.BytesIO(response.data)) as thumbnail:
         assert thumbnail.size == (256, 171)
         red, green, blue = thumbnail.convert("RGB").getpixel((128, 85))
-        assert abs(red - 30000 // 256) <= 3 and red == green == blue
+        assert abs(red - 30000 // 256) <= 3
+        assert red == green == blue
 
 
 def test_a_thumbnail_over_a_lowered_limit_is_409_and_the_file_still_downloads(
@@ -359,21 +347,13 @@ def test_a_bad_memory_limit_stops_the_app(
 
 
 @pytest.fixture
-def s3_app(
-    make_app: Callable[..., Flask], s3_settings: dict[str, Any], tmp_path: Path
-) -> Iterator[Flask]:
+def s3_app(make_app: Callable[..., Flask], s3_settings: dict[str, Any], tmp_path: Path) -> Flask:
     """An app storing in the test bucket, staging in a folder of the test's own."""
     app = make_app(**s3_settings)
     storage = app.extensions["imagestore.storage"]
     assert isinstance(storage, S3Storage)
     storage.staging_folder = str(tmp_path / "staging")
-    yield app
-
-
-def bucket_keys(s3_server: S3Server, bucket: str) -> list[str]:
-    """List the keys of the test bucket, read directly from the store."""
-    found = s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])
-    return sorted(item["Key"] for item in found)
+    return app
 
 
 def test_s3_webp_bombs_leave_no_object_and_no_staged_file(
@@ -500,6 +480,7 @@ def upload(url: str, auth: Auth, name: str, content: bytes) -> Any:
     return call(f"{url}/api/images/", auth, "POST", body, **{"Content-Type": content_type})
 
 
+@pytest.mark.slow
 def test_worst_accepted_images_keep_every_gunicorn_worker_under_300_mb(tmp_path: Path) -> None:
     """Attack: the largest images still accepted, each uploaded then asked for every thumbnail.
 

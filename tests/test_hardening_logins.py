@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import PASSWORD, missing_service
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import PASSWORD, missing_service
 from sqlalchemy import inspect, select, text
 from werkzeug.security import check_password_hash
 
@@ -308,7 +308,8 @@ def test_cli_revokes_nothing_when_an_id_is_unknown(runner, client, alice):
     result = runner.invoke(args=["tokens", "revoke", str(token["id"]), "999"])
 
     assert result.exit_code == 1
-    assert "999" in result.output and "none was revoked" in result.output
+    assert "999" in result.output
+    assert "none was revoked" in result.output
     assert client.get("/api/", headers=bearer(token)).status_code == 200
 
 
@@ -714,6 +715,7 @@ def redis_settings() -> Iterator[Callable[[], dict[str, str]]]:
             server.delete(*keys)
 
 
+@pytest.mark.service
 def test_two_hosts_share_the_throttle_through_redis(make_app, redis_settings):
     """Attack: spread guesses over two hosts behind a load balancer, to get twice the tries."""
     shared = redis_settings()
@@ -729,6 +731,7 @@ def test_two_hosts_share_the_throttle_through_redis(make_app, redis_settings):
     assert login(host_b, "alice", PASSWORD, OWNER).status_code == 200
 
 
+@pytest.mark.service
 def test_hosts_with_other_key_prefixes_keep_their_own_counts(make_app, redis_settings):
     """Attack (on availability): guesses against one deployment must not lock another that
     shares the Redis server."""

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, missing_service
-from live_server import PROJECT, add_users, environment, free_port, own_database
+from helpers import PASSWORD, PROJECT, free_port, missing_service
+from live_server import add_users, environment, own_database
 from PIL import Image as PILImage
 
 from imagestore.serve import find_nginx
@@ -37,6 +37,10 @@ ROOT = ("root", PASSWORD)
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 # Connections of each kind of hostile client held open at once.
 HOSTILE_CONNECTIONS = 300
+
+
+# nginx in front of gunicorn, started several times.
+pytestmark = [pytest.mark.slow, pytest.mark.service]
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,8 @@ def assert_nginx_problem(answer: Answer, status: int) -> dict[str, Any]:
     problem = answer.json()
     assert set(problem) == PROBLEM_KEYS
     assert (problem["type"], problem["status"]) == ("about:blank", status)
-    assert problem["title"] and problem["detail"]
+    assert problem["title"]
+    assert problem["detail"]
     return problem
 
 

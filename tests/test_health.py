@@ -3,41 +3,26 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import settings
 from flask import Flask
-from sqlalchemy import event, func, select
+from helpers import free_port, settings, tracking_rows
+from sqlalchemy import event
 
 from imagestore import create_app
 from imagestore.db import db
-from imagestore.models import Tracking
-
-
-def closed_port() -> int:
-    """Return a loopback port that nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
 def app_without_database(tmp_path: Any) -> Iterator[Flask]:
     """An app whose PostgreSQL server is not there."""
-    url = f"postgresql://nobody@127.0.0.1:{closed_port()}/nothing?connect_timeout=2"
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing?connect_timeout=2"
     app = create_app(settings(url, tmp_path))
     yield app
     with app.app_context():
         db.engine.dispose()
-
-
-def tracking_rows(app: Flask) -> int:
-    """Return how many tracking rows exist."""
-    with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(Tracking))
 
 
 def test_healthz_answers_ok_without_credentials(client):

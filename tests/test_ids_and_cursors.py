@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, POSTGRES_URL, image_bytes
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import PASSWORD, POSTGRES_URL, image_bytes
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -198,7 +198,8 @@ def test_upgrade_keeps_every_row_and_gives_no_deleted_id_again(before_autoincrem
 
     assert result.exit_code == 0, result.output
     assert table_rows(app) == rows
-    assert len(rows["image_tags"]) == 4 and len(rows["tokens"]) == 1
+    assert len(rows["image_tags"]) == 4
+    assert len(rows["tokens"]) == 1
     assert constraints(app) == schema
     data = {"image": (io.BytesIO(image_bytes(color="pink")), "b.png")}
     assert client.post("/api/images/", data=data, auth=alice).json["id"] == deleted_image + 1
@@ -311,9 +312,11 @@ def test_a_cursor_page_has_no_count_and_keeps_the_filters(client, alice, upload,
     first = client.get("/api/images/?cursor=&tags=cat&page_size=2", auth=alice).json
     second = client.get(first["next"], auth=alice).json
 
-    assert first["count"] is None and first["previous"] is None
+    assert first["count"] is None
+    assert first["previous"] is None
     assert [image["id"] for image in first["results"]] == cats[:0:-1]
-    assert "tags=cat" in first["next"] and "page_size=2" in first["next"]
+    assert "tags=cat" in first["next"]
+    assert "page_size=2" in first["next"]
     assert f"cursor={cats[1]}" in first["next"]
     assert [image["id"] for image in second["results"]] == [cats[0]]
     assert second["next"] is None

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from conftest import image_bytes, media_files
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import image_bytes, image_rows, media_files, result_ids, set_created_at
 from PIL import Image as PILImage
 
 from imagestore.db import db
@@ -63,24 +63,6 @@ def curl_body(parts: list[tuple[str, str | None, str | None, bytes]]) -> bytes:
             body += f"Content-Type: {content_type}\r\n".encode()
         body += b"\r\n" + content + b"\r\n"
     return body + f"--{BOUNDARY}--\r\n".encode()
-
-
-def image_rows(app: Flask) -> int:
-    """Count the rows of the images table."""
-    with app.app_context():
-        return db.session.scalar(db.select(db.func.count()).select_from(Image))
-
-
-def set_created_at(app: Flask, image_id: int, when: datetime) -> None:
-    """Give an image another creation time, which the API cannot set."""
-    with app.app_context():
-        db.session.get(Image, image_id).created_at = when
-        db.session.commit()
-
-
-def result_ids(response: Any) -> list[int]:
-    """Return the ids of the images in a list response, in order."""
-    return [image["id"] for image in response.json["results"]]
 
 
 def at(text: str) -> datetime:

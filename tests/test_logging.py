@@ -6,12 +6,12 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import settings
 from flask import Flask
+from helpers import settings
 
 from imagestore import create_app
 from imagestore.auth import auth
@@ -30,10 +30,10 @@ def access_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
     return [line for line in log_lines(capsys) if line["logger"] == "imagestore.access"]
 
 
-@pytest.fixture
-def make_app(make_app: Callable[..., Flask]) -> Iterator[Callable[..., Flask]]:
-    """The shared app builder; afterwards the `imagestore` logger's level is put back."""
-    yield make_app
+@pytest.fixture(autouse=True)
+def restore_log_level() -> Iterator[None]:
+    """Put the `imagestore` logger's level back after a test's apps changed it."""
+    yield
     logging.getLogger("imagestore").setLevel(logging.INFO)
 
 
@@ -58,7 +58,8 @@ def test_request_writes_one_json_line_with_the_documented_fields(client, alice, 
     response = client.get("/api/tags/", auth=alice)
 
     [line] = access_lines(capsys)
-    assert line["time"] and ISO_UTC.match(line["time"])
+    assert line["time"]
+    assert ISO_UTC.match(line["time"])
     assert line["level"] == "INFO"
     assert line["request_id"] == response.headers["X-Request-ID"]
     assert (line["user"], line["method"], line["path"], line["status"]) == (
@@ -67,7 +68,8 @@ def test_request_writes_one_json_line_with_the_documented_fields(client, alice, 
         "/api/tags/",
         200,
     )
-    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+    assert isinstance(line["duration_ms"], float)
+    assert line["duration_ms"] >= 0
     assert line["remote_addr"] == "127.0.0.1"
 
 

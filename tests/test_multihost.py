@@ -24,26 +24,27 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import missing_service
-from live_server import free_port, stop
+from helpers import DIRECT, PROJECT, bucket_keys, free_port, missing_service, venv_program
+from live_server import stop
 from PIL import Image as PILImage
 from seaweed import S3Server
 from sqlalchemy.engine import make_url
 
 from imagestore.tracking.writer import LINGER_SECONDS
 
-PROJECT = Path(__file__).resolve().parent.parent
-BIN = PROJECT / ".venv" / "bin"
 SERVER_URL = (
     os.environ.get("IMAGESTORE_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
 )
 SECRET_KEY = "one secret key for every host of the deployment"
 USER = ("alice", "alice's long password")
 ADMIN = ("root", "root's long password")
+
+
+# Two gunicorn hosts on a PostgreSQL server and a SeaweedFS bucket.
+pytestmark = [pytest.mark.slow, pytest.mark.service]
+
+
 # Requests go straight to loopback, whatever proxy the environment names.
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
 @dataclass
 class Answer:
     """What a host answered: status, headers and body."""
@@ -126,7 +127,7 @@ class Host:
 def flask_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """Run `flask --app imagestore ...` as an operator would, with a host's environment."""
     return subprocess.run(
-        [str(BIN / "flask"), "--app", "imagestore", *args],
+        [venv_program("flask"), "--app", "imagestore", *args],
         cwd=PROJECT,
         env=env,
         capture_output=True,
@@ -235,7 +236,7 @@ def hosts(
             with open(log, "wb") as output:
                 process = subprocess.Popen(
                     [
-                        str(BIN / "gunicorn"),
+                        venv_program("gunicorn"),
                         "--no-control-socket",
                         "--workers",
                         "1",
@@ -263,11 +264,6 @@ def unique_png() -> bytes:
     buffer = io.BytesIO()
     PILImage.frombytes("RGB", (16, 16), os.urandom(16 * 16 * 3)).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def bucket_keys(s3_server: S3Server, bucket: str) -> list[str]:
-    listing = s3_server.client().list_objects_v2(Bucket=bucket)
-    return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
 def make_tag(host: Host, name: str) -> None:

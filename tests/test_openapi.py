@@ -12,17 +12,14 @@ from typing import Any
 
 import flask_swagger_ui
 import pytest
-from conftest import image_bytes
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import image_bytes, tracking_rows
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
-from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from imagestore.db import db
 from imagestore.errors import PROBLEM_JSON
-from imagestore.models import Tracking
 from imagestore.openapi import UNDOCUMENTED_ENDPOINTS, build_document, doc
 from imagestore.schemas import PageArgs, RootSchema, TagSchema, use_args
 from imagestore.storage import Staged, content_key
@@ -95,11 +92,6 @@ def assert_documented(document: dict[str, Any], operation_id: str, response: Tes
             OAS30Validator(schema).validate(response.json if response.is_json else response.text)
     for name, header in described.get("headers", {}).items():
         assert name in response.headers or not header.get("required"), (operation_id, name)
-
-
-def tracking_rows(app: Flask) -> int:
-    with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(Tracking))
 
 
 @pytest.fixture

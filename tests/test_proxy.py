@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import settings
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import settings
 
 from imagestore import create_app
 from imagestore.db import db

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event, func, select
+from helpers import tracking_rows
+from sqlalchemy import event
 
 from imagestore.db import db
-from imagestore.models import Tracking
 
 # Image list: auth, count, page, tags. Detail: auth, image, tags. Tag list: auth, count, page.
 IMAGE_LIST_LIMIT = 4
@@ -27,6 +27,10 @@ IMAGE_DETAIL_LIMIT = 3
 TAG_LIST_LIMIT = 3
 NOT_COUNTED = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
 IMAGES = 105  # more than the largest page
+
+
+# Every test uploads a gallery of more images than a page holds: seconds each.
+pytestmark = pytest.mark.slow
 
 
 class Statements:
@@ -52,11 +56,6 @@ class Statements:
     def tracking_inserts(self) -> int:
         """How many tracking inserts ran (seen by the driver, or counted as new rows)."""
         return len(self.tracking) or self.new_trackings
-
-
-def tracking_rows(app: Flask) -> int:
-    with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(Tracking))
 
 
 @pytest.fixture

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_server import PROJECT, LiveServer, serve
+from helpers import PROJECT
+from live_server import LiveServer, serve
 
 README = PROJECT / "README.md"
 NOT_RUN = "<!-- not run:"
@@ -42,6 +44,10 @@ check() {
     return 1
 }
 """
+
+
+# A live gunicorn, then every command of the README.
+pytestmark = pytest.mark.slow
 
 
 def session_blocks(text: str) -> list[tuple[int, str]]:
@@ -82,7 +88,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 def test_the_readme_runs_top_to_bottom(server: LiveServer, tmp_path: Path) -> None:
     """A new user pastes every example of the README, in order."""
-    (tmp_path / ".venv").symlink_to(PROJECT / ".venv")  # the README runs `.venv/bin/...`
+    (tmp_path / ".venv").symlink_to(sys.prefix)  # the README runs `.venv/bin/...`: this venv
     (tmp_path / "README.md").symlink_to(README)  # an example uploads it, as a file that is no image
     path = tmp_path / "readme.sh"
     path.write_text(script(server))

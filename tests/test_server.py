@@ -8,18 +8,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import image_bytes
+from helpers import PROJECT, free_port, image_bytes
 
-PROJECT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+# `make run`: nginx in front of gunicorn.
+pytestmark = [pytest.mark.slow, pytest.mark.service]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60) -> None:

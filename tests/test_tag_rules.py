@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import Auth, assert_problem, image_tags, names, tagged_image
 from werkzeug.test import TestResponse
 
 from imagestore.db import db
 from imagestore.models import Tag, fold_name
-
-Auth = tuple[str, str]
 
 DECOMPOSED = "cafe\u0301"  # "e" followed by a combining acute accent
 COMPOSED = "caf\u00e9"  # the precomposed "é"
@@ -24,28 +21,9 @@ COMPOSED = "caf\u00e9"  # the precomposed "é"
 # Helpers
 
 
-def names(response: TestResponse) -> list[str]:
-    """Return the tag names of one page of the tag list, in order."""
-    return [tag["name"] for tag in response.json["results"]]
-
-
 def all_tag_names(client: FlaskClient, auth: Auth) -> list[str]:
     """Return the name of every tag, in the list's default order."""
     return names(client.get("/api/tags/?page_size=100", auth=auth))
-
-
-def tagged_image(upload: Callable[..., Any], auth: Auth, tags: list[str]) -> int:
-    """Upload an image carrying these tags and return its id."""
-    response = upload(auth, tags=tags)
-    assert response.status_code == 201, response.json
-    return response.json["id"]
-
-
-def image_tags(client: FlaskClient, auth: Auth, image_id: int) -> list[str]:
-    """Return the tag names an image shows through the API."""
-    response = client.get(f"/api/images/{image_id}/", auth=auth)
-    assert response.status_code == 200, response.json
-    return response.json["tags"]
 
 
 def image_ids(response: TestResponse) -> list[int]:
@@ -64,14 +42,6 @@ def set_tag_created_at(app: Flask, name: str, when: datetime) -> None:
         tag = db.session.scalar(db.select(Tag).where(Tag.name_folded == fold_name(name)))
         tag.created_at = when
         db.session.commit()
-
-
-def assert_problem(response: TestResponse, status: int) -> None:
-    """Check that a response is an RFC 9457 problem with this status and a detail."""
-    assert response.status_code == status, response.json
-    assert response.mimetype == "application/problem+json"
-    assert response.json["status"] == status
-    assert isinstance(response.json["detail"], str) and response.json["detail"]
 
 
 # Normalization
@@ -139,7 +109,7 @@ def test_upload_normalizes_a_tag_name_before_looking_it_up(client, alice, make_t
 
 
 @pytest.mark.parametrize(
-    "name, reason",
+    ("name", "reason"),
     [
         ("", "must not be empty"),
         (" \t\n ", "must not be empty"),
@@ -185,7 +155,7 @@ def test_create_tag_whose_collapsed_name_has_50_characters_is_201(client, alice)
 
 
 @pytest.mark.parametrize(
-    "name, reason",
+    ("name", "reason"),
     [("", "must not be empty"), ("x" * 51, "at most 50"), ("a,b", "','"), ("a/b", "'/'")],
     ids=["empty", "51-chars", "comma", "slash"],
 )
@@ -498,7 +468,7 @@ def test_merge_of_an_unknown_source_is_404(client, alice, make_tag):
 
 
 @pytest.mark.parametrize(
-    "body, message",
+    ("body", "message"),
     [
         ({}, "Missing data for required field."),
         ({"into": ""}, "Tag name must not be empty."),
@@ -603,7 +573,7 @@ def ordered_tags(app, client, alice, make_tag, upload) -> None:
 
 
 @pytest.mark.parametrize(
-    "ordering, expected",
+    ("ordering", "expected"),
     [
         ("name", ["apple", "Banana", "cherry", "date"]),
         ("-name", ["date", "cherry", "Banana", "apple"]),
@@ -646,7 +616,7 @@ def test_list_tags_with_a_bad_ordering_is_400(client, alice, ordering):
 
 
 @pytest.mark.parametrize(
-    "ordering, second_page",
+    ("ordering", "second_page"),
     [
         ("name", ["cherry", "date"]),
         ("-name", ["Banana", "apple"]),

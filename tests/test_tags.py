@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-from flask.testing import FlaskClient
+from helpers import ISO_UTC, assert_problem, image_tags, names, tagged_image
 from sqlalchemy import select
-from werkzeug.test import TestResponse
 
 from imagestore.db import db
 from imagestore.models import Tag
 from imagestore.schemas import tag_schema
 
-Auth = tuple[str, str]
-
-ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 BAD_NAME_MESSAGES = {
     "empty": "Tag name must not be empty.",
     "long": "Tag name must be at most 50 characters.",
@@ -39,37 +32,10 @@ ROUTES = [
 ]
 
 
-def names(response: TestResponse) -> list[str]:
-    """Return the tag names of one page of the tag list, in order."""
-    return [tag["name"] for tag in response.json["results"]]
-
-
 def split_link(url: str) -> tuple[str, dict[str, list[str]]]:
     """Split a page link into its address without the query string and its parameters."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}", parse_qs(parts.query)
-
-
-def tagged_image(upload: Callable[..., Any], auth: Auth, tags: list[str]) -> int:
-    """Upload an image carrying these tags and return its id."""
-    response = upload(auth, tags=tags)
-    assert response.status_code == 201, response.json
-    return response.json["id"]
-
-
-def image_tags(client: FlaskClient, auth: Auth, image_id: int) -> list[str]:
-    """Return the tag names an image shows through the API."""
-    response = client.get(f"/api/images/{image_id}/", auth=auth)
-    assert response.status_code == 200, response.json
-    return response.json["tags"]
-
-
-def assert_problem(response: TestResponse, status: int) -> None:
-    """Check that a response is an RFC 9457 problem with this status and a detail."""
-    assert response.status_code == status
-    assert response.mimetype == "application/problem+json"
-    assert response.json["status"] == status
-    assert isinstance(response.json["detail"], str) and response.json["detail"]
 
 
 # Create
@@ -125,7 +91,7 @@ def test_create_tag_keeps_the_case_given(client, alice):
 
 
 @pytest.mark.parametrize(
-    "given, stored",
+    ("given", "stored"),
     [
         ("  cat  ", "cat"),
         ("big   cat", "big cat"),
@@ -185,7 +151,7 @@ def test_create_tag_twice_is_409(client, alice, make_tag):
 
 
 @pytest.mark.parametrize(
-    "existing, duplicate",
+    ("existing", "duplicate"),
     [
         ("Cat", "cat"),
         ("cat", "CAT"),
@@ -234,7 +200,7 @@ def test_create_tag_of_a_name_another_user_has_is_409(client, alice, bob, make_t
 
 
 @pytest.mark.parametrize(
-    "name, message",
+    ("name", "message"),
     [
         ("", BAD_NAME_MESSAGES["empty"]),
         ("   ", BAD_NAME_MESSAGES["empty"]),
@@ -292,7 +258,7 @@ def test_create_tag_with_a_lone_surrogate_in_the_name_is_400(client, alice):
 
 
 @pytest.mark.parametrize(
-    "name, message",
+    ("name", "message"),
     [
         (5, "Not a valid string."),
         (1.5, "Not a valid string."),
@@ -589,7 +555,7 @@ def test_list_tags_first_page_of_no_tags_is_200(client, alice):
 
 
 @pytest.mark.parametrize(
-    "query, field",
+    ("query", "field"),
     [
         ("page=0", "page"),
         ("page=-1", "page"),
@@ -972,7 +938,7 @@ def test_rename_unknown_tag_is_404(client, alice, make_tag, method):
 
 @pytest.mark.parametrize("method", ["patch", "put"])
 @pytest.mark.parametrize(
-    "name, message",
+    ("name", "message"),
     [
         ("", BAD_NAME_MESSAGES["empty"]),
         ("  ", BAD_NAME_MESSAGES["empty"]),
@@ -1233,7 +1199,7 @@ def test_admin_created_tag_is_not_changed_by_a_user(client, alice, admin, make_t
 # Authentication
 
 
-@pytest.mark.parametrize("method, path", ROUTES)
+@pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_anonymous_request_is_401_with_basic_challenge(client, alice, make_tag, method, path):
     make_tag("cat", alice)
 
@@ -1243,7 +1209,7 @@ def test_anonymous_request_is_401_with_basic_challenge(client, alice, make_tag, 
     assert response.headers["WWW-Authenticate"].startswith("Basic")
 
 
-@pytest.mark.parametrize("method, path", ROUTES)
+@pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_wrong_password_is_401(client, alice, make_tag, method, path):
     make_tag("cat", alice)
 
@@ -1260,7 +1226,7 @@ def test_unknown_user_is_401(client):
     assert response.headers["WWW-Authenticate"].startswith("Basic")
 
 
-@pytest.mark.parametrize("method, path", ROUTES)
+@pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_deactivated_user_is_401(client, alice, make_tag, make_user, method, path):
     make_tag("cat", alice)
     carol = make_user("carol", active=False)
@@ -1312,7 +1278,7 @@ def test_anonymous_request_for_an_unknown_tag_is_401_not_404(client):
 
 @pytest.mark.parametrize("slash", ["/", ""], ids=["with-slash", "without-slash"])
 @pytest.mark.parametrize(
-    "method, path, body, status",
+    ("method", "path", "body", "status"),
     [
         ("get", "/api/tags", None, 200),
         ("post", "/api/tags", {"name": "dog"}, 201),
@@ -1344,7 +1310,7 @@ def test_list_without_trailing_slash_links_pages_of_the_same_list(client, alice,
 
 
 @pytest.mark.parametrize(
-    "method, path, allowed",
+    ("method", "path", "allowed"),
     [
         ("delete", "/api/tags/", {"GET", "HEAD", "OPTIONS", "POST"}),
         ("put", "/api/tags/", {"GET", "HEAD", "OPTIONS", "POST"}),

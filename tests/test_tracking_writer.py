@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, settings
 from flask import Flask
+from helpers import PASSWORD, settings
 from sqlalchemy import func, select, text
 
 from imagestore import create_app
@@ -126,7 +126,7 @@ def test_a_bad_row_does_not_lose_the_rest_of_its_batch(app, caplog):
 KILLED_WORKER = """
 import os, pathlib, signal, sys
 sys.path.insert(0, {tests!r})
-from conftest import settings
+from helpers import settings
 from imagestore import create_app
 from imagestore.tracking import writer as tracking_writer
 tracking_writer.LINGER_SECONDS = 3600  # nothing is committed before the kill
