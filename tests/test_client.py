@@ -337,7 +337,7 @@ def test_an_interrupted_upload_resumes_with_no_duplicate(
     server: LiveServer, token: str, home: Path, tmp_path: Path
 ) -> None:
     root = tmp_path / "many"
-    contents = [write_image(root / f"{n:03}.png") for n in range(120)]
+    contents = [write_image(root / f"{n:03}.png") for n in range(300)]
     command = [str(IMAGESTORE), "upload", str(root), "-j", "1", "--json"]
     env = command_env(server.url, token, home)
 
@@ -365,11 +365,11 @@ def test_an_interrupted_upload_resumes_with_no_duplicate(
     summary = summary_of(final.stdout)
     assert summary["failed"] == 0 and summary["interrupted"] is False
     assert summary["skipped"] >= 20
-    assert summary["uploaded"] + summary["skipped"] == 120
+    assert summary["uploaded"] + summary["skipped"] == 300
     copies = {}
     for image in images_with(server, created_by="alice"):
         copies[image["sha256"]] = copies.get(image["sha256"], 0) + 1
-    assert [copies.get(sha(content)) for content in contents] == [1] * 120
+    assert [copies.get(sha(content)) for content in contents] == [1] * 300
 
 
 # Credentials
@@ -448,12 +448,21 @@ def test_credentials_come_from_netrc(server: LiveServer, home: Path) -> None:
 
 class FlakyProxy(http.server.ThreadingHTTPServer):
     """A proxy on a free port: answers the first `failures` uploads with `status` (and
-    `Retry-After` when given), and passes every other request on to the server."""
+    `Retry-After` when given), and passes every other request on to the server. With
+    `hide_stored`, it answers `exists` with none, as if the files were stored after it."""
 
-    def __init__(self, upstream: str, status: int, failures: int, retry_after: str = "") -> None:
+    def __init__(
+        self,
+        upstream: str,
+        status: int,
+        failures: int,
+        retry_after: str = "",
+        hide_stored: bool = False,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), ProxyHandler)
         self.upstream = upstream.removeprefix("http://")
         self.status, self.failures, self.retry_after = status, failures, retry_after
+        self.hide_stored = hide_stored
         self.uploads = 0
         self.lock = threading.Lock()
 
@@ -471,19 +480,16 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
     def relay(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         proxy = self.server
+        if proxy.hide_stored and self.path.startswith("/api/images/exists"):
+            self.answer(200, "application/json", {"exists": [], "images": {}})
+            return
         if self.command == "POST" and self.path.startswith("/api/images/?"):
             with proxy.lock:
                 proxy.uploads += 1
                 fail = proxy.uploads <= proxy.failures
             if fail:
-                problem = json.dumps({"status": proxy.status, "detail": "injected"}).encode()
-                self.send_response(proxy.status)
-                self.send_header("Content-Type", "application/problem+json")
-                self.send_header("Content-Length", str(len(problem)))
-                if proxy.retry_after:
-                    self.send_header("Retry-After", proxy.retry_after)
-                self.end_headers()
-                self.wfile.write(problem)
+                problem = {"status": proxy.status, "detail": "injected"}
+                self.answer(proxy.status, "application/problem+json", problem)
                 return
         connection = http.client.HTTPConnection(proxy.upstream, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
@@ -499,13 +505,22 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def answer(self, status: int, content_type: str, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        if status != 200 and self.server.retry_after:
+            self.send_header("Retry-After", self.server.retry_after)
+        self.end_headers()
+        self.wfile.write(data)
+
     do_GET = do_POST = relay
 
 
 @pytest.fixture
 def flaky(server: LiveServer, request: pytest.FixtureRequest) -> Iterator[FlakyProxy]:
-    status, failures, retry_after = request.param
-    proxy = FlakyProxy(server.url, status, failures, retry_after)
+    proxy = FlakyProxy(server.url, *request.param)
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     yield proxy
@@ -607,6 +622,50 @@ def test_an_unreachable_service_fails_each_file(
         assert f"failed: {tmp_path / 'pics' / name}: POST /api/images/: ConnectError" in (
             result.stderr
         )
+
+
+@pytest.mark.parametrize("flaky", [(503, 0)], indirect=True)
+def test_files_of_a_folder_go_several_to_a_request(
+    server: LiveServer, flaky: FlakyProxy, token: str, home: Path, tmp_path: Path
+) -> None:
+    for number in range(12):
+        write_image(tmp_path / "pics" / f"{number:02}.png")
+    write_image(tmp_path / "pics" / "sub" / "a.png")
+
+    result = imagestore(
+        server,
+        "upload",
+        tmp_path / "pics",
+        "--tags-from-folders",
+        "--create-missing-tags",
+        "--json",
+        token=token,
+        home=home,
+        url=flaky.url,
+    )
+
+    assert summary_of(result.stdout)["uploaded"] == 13, result.stdout + result.stderr
+    assert flaky.uploads == 3  # 10 and 2 files of pics/, 1 of pics/sub/ (another tag)
+
+
+@pytest.mark.parametrize("flaky", [(503, 0, "", True)], indirect=True)
+def test_a_file_stored_after_the_check_is_skipped_not_failed(
+    server: LiveServer, flaky: FlakyProxy, token: str, home: Path, tmp_path: Path
+) -> None:
+    stored = write_image(tmp_path / "pics" / "a.png")
+    imagestore(server, "upload", tmp_path / "pics" / "a.png", token=token, home=home)
+    new = write_image(tmp_path / "pics" / "b.png")
+
+    result = imagestore(
+        server, "upload", tmp_path / "pics", "--json", token=token, home=home, url=flaky.url
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = {Path(e["path"]).name: e["event"] for e in events(result.stdout) if "path" in e}
+    assert outcome == {"a.png": "skipped", "b.png": "uploaded"}
+    assert flaky.uploads == 3  # both, refused for a.png; then each on its own
+    assert len(stored_copies(server, stored)) == 1
+    assert len(stored_copies(server, new)) == 1
 
 
 # Listing, downloading, tagging, deleting

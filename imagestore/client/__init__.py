@@ -10,9 +10,23 @@ alone.
     print(summary.count("uploaded"), summary.count("skipped"), summary.failed)
 """
 
-from .api import Client, MissingTags
-from .models import FileResult, Identity, Image, Summary, Tag
-from .transport import ApiError, AuthError, ImagestoreError, Retry, RetryPolicy, Unreachable
+import sys
+
+# httpx imports its own command line (click, rich, pygments) whenever they are installed, as
+# they are beside Flask: a tenth of a second or more at every start of `imagestore`, for an
+# `httpx.main` this package never calls. Marked absent before httpx loads, it is left out.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+from .api import Client, MissingTags  # noqa: E402
+from .models import FileResult, Identity, Image, Summary, Tag  # noqa: E402
+from .transport import (  # noqa: E402
+    ApiError,
+    AuthError,
+    ImagestoreError,
+    Retry,
+    RetryPolicy,
+    Unreachable,
+)
 
 __all__ = [
     "ApiError",

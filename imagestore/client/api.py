@@ -264,7 +264,7 @@ class Client:
         Files whose bytes the service has are skipped, so running the same upload again, after
         an interruption say, sends only what is missing. See `upload.find_sources` for which
         files of a folder are sent and which tags they get. Missing tags raise MissingTags
-        before anything is sent, unless `create_missing_tags`. `on_start` hears the number of
+        before any file is sent, unless `create_missing_tags`. `on_start` hears the number of
         files and their bytes, `on_result` each file's result, from worker threads.
         """
         from .upload import Uploader, find_sources
@@ -272,9 +272,15 @@ class Client:
         sources, problems = find_sources(
             [Path(path) for path in paths], tuple(tags), tags_from_folders, tuple(exclude)
         )
-        if not create_missing_tags:
-            self.ensure_tags_exist(sorted({name for source in sources for name in source.tags}))
-        uploader = Uploader(self, create_missing_tags, jobs, dry_run, on_result)
+        names = sorted({name for source in sources for name in source.tags})
+        uploader = Uploader(
+            self,
+            create_missing_tags,
+            jobs,
+            dry_run,
+            on_result,
+            None if create_missing_tags else lambda: self.ensure_tags_exist(names),
+        )
         if on_start is not None:
             on_start(len(sources) + len(problems), sum(source.size for source in sources))
         for problem in problems:

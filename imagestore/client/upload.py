@@ -1,22 +1,26 @@
 """Uploads: which files a folder gives, each read once while it is hashed, and sent in parallel.
 
-The pipeline: the calling thread reads each file once, computing its SHA-256 and keeping its
-bytes in memory (up to 16 MB a file, 256 MB in all); every 1,000 files, 64 MB, or as soon as a
-worker is idle, it asks the service which of those digests it has (`POST /api/images/exists/`)
-and hands the others to `jobs` worker threads, which upload one file per request with
-`on_duplicate=reject`. A file larger than 16 MB is hashed, then read again only if it must be
-sent; the service's SHA-256 of what it received is checked against the first reading.
+The pipeline: the calling thread has each file read once (two at a time), computing its
+SHA-256 and keeping its bytes in memory (up to 16 MB a file, 256 MB in all); every 1,000
+files, 64 MB, or as soon as a worker is idle, it asks the service which of those digests it
+has (`POST /api/images/exists/`) and hands the others to `jobs` worker threads, which upload
+them with `on_duplicate=reject`, up to 10 files of the same tags (8 MB) in a request. A file
+larger than 16 MB is hashed, then read again only if it must be sent; the service's SHA-256 of
+what it received is checked against the first reading.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from .models import FileResult, Summary
-from .transport import ApiError, AuthError, Unreachable, problem_detail
+from .transport import ApiError, AuthError, ImagestoreError, Unreachable, problem_detail
 
 if TYPE_CHECKING:
     from .api import Client
@@ -35,6 +39,8 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".mpo"}
 )
 READ_CHUNK = 1024 * 1024
+# Files read and hashed at once: hashlib and file reads let other threads run meanwhile.
+READERS = 2
 IN_MEMORY_MAX = 16 * 1024 * 1024
 MEMORY_BUDGET = 256 * 1024 * 1024
 BATCH_FILES = 1000
@@ -42,6 +48,10 @@ BATCH_BYTES = 64 * 1024 * 1024
 # A batch is sent to `exists` early when a worker waits and the batch is this old (seconds):
 # uploads start at once, and a run with nothing to send asks once every so often, not per file.
 BATCH_AGE = 0.2
+# Small files go several to a request (those of one folder share its tags): the service's cost
+# of a request (credentials, transaction, tracking row) is then paid once for them.
+FILES_PER_REQUEST = 10
+BYTES_PER_REQUEST = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,20 +72,22 @@ class Hashed:
     size: int
     content: bytes | None
     reserved: int
+    done: bool = False
 
 
-def excluded(relative: Path, patterns: tuple[str, ...]) -> bool:
-    """Tell whether a path (relative to the folder given) matches an --exclude glob: the glob
-    is matched against each folder and file name on the way, and against the path so far."""
-    parts = relative.parts
+def excluded(parts: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
+    """Tell whether a path (its parts below the folder given) matches an --exclude glob: the
+    glob is matched against each folder and file name on the way, and against the path so far."""
+    if not patterns:
+        return False
     candidates = [*parts, *("/".join(parts[: end + 1]) for end in range(1, len(parts)))]
     return any(fnmatch.fnmatchcase(name, glob) for glob in patterns for name in candidates)
 
 
-def folder_tags(relative_parent: Path) -> tuple[tuple[str, ...], str | None]:
+def folder_tags(parts: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
     """Return the tags the folders between the given folder and a file make, or a reason
     why one of them cannot be a tag name."""
-    names = tuple(part.strip() for part in relative_parent.parts)
+    names = tuple(part.strip() for part in parts)
     for name in names:
         if "," in name:
             return (), f"the folder name {name!r} cannot be a tag: it has a comma"
@@ -91,54 +103,56 @@ def find_sources(
 
     A file given is sent as is. A folder gives its image files (by suffix, any case), at any
     depth, sorted, but for hidden files and folders (a name starting with `.`) and those an
-    `exclude` glob matches. With `tags_from_folders`, each folder below the folder given, from
-    the top down to the file's own, adds its name as a tag: `upload photos/` sends
-    `photos/2026/beach/a.jpg` with the tags `2026` and `beach` (not `photos`).
+    `exclude` glob matches; symbolic links to folders are not followed. With
+    `tags_from_folders`, each folder below the folder given, from the top down to the file's
+    own, adds its name as a tag: `upload photos/` sends `photos/2026/beach/a.jpg` with the tags
+    `2026` and `beach` (not `photos`). A file reached twice is sent once.
     """
     sources: list[Source] = []
     problems: list[FileResult] = []
-    seen: set[Path] = set()
+    seen: set[tuple[int, int]] = set()
 
-    def add(path: Path, extra: tuple[str, ...]) -> None:
-        resolved = path.resolve()
-        if resolved in seen:
+    def add(path: Path, stat: os.stat_result, extra: tuple[str, ...]) -> None:
+        if (stat.st_dev, stat.st_ino) in seen:
             return
-        seen.add(resolved)
+        seen.add((stat.st_dev, stat.st_ino))
+        sources.append(Source(path, tuple(dict.fromkeys([*tags, *extra])), stat.st_size))
+
+    def walk(folder: Path, parts: tuple[str, ...]) -> None:
         try:
-            size = path.stat().st_size
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
         except OSError as error:
-            problems.append(FileResult(path, "failed", error=error.strerror or str(error)))
+            problems.append(FileResult(folder, "failed", error=error.strerror or str(error)))
             return
-        sources.append(Source(path, tuple(dict.fromkeys([*tags, *extra])), size))
+        extra, reason = folder_tags(parts) if tags_from_folders else ((), None)
+        for entry in entries:
+            if entry.name.startswith(".") or excluded((*parts, entry.name), exclude):
+                continue
+            path = folder / entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    walk(path, (*parts, entry.name))
+                    continue
+                if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+                    continue
+                if reason:
+                    problems.append(FileResult(path, "failed", error=reason))
+                elif entry.is_file():
+                    add(path, entry.stat(), extra)
+            except OSError as error:
+                problems.append(FileResult(path, "failed", error=error.strerror or str(error)))
 
     for given in paths:
-        if given.is_file():
-            add(given, ())
-            continue
-        if not given.is_dir():
+        try:
+            stat = given.stat()
+        except OSError:
             problems.append(FileResult(given, "failed", error="no such file or folder"))
             continue
-        for folder, folders, files in os.walk(given):
-            here = Path(folder)
-            relative_folder = here.relative_to(given)
-            folders[:] = sorted(
-                name
-                for name in folders
-                if not name.startswith(".") and not excluded(relative_folder / name, exclude)
-            )
-            extra: tuple[str, ...] = ()
-            if tags_from_folders:
-                extra, reason = folder_tags(relative_folder)
-            for name in sorted(files):
-                relative = relative_folder / name
-                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                if excluded(relative, exclude):
-                    continue
-                if tags_from_folders and reason:
-                    problems.append(FileResult(here / name, "failed", error=reason))
-                    continue
-                add(here / name, extra)
+        if given.is_dir():
+            walk(given, ())
+        else:
+            add(given, stat, ())
     return sources, problems
 
 
@@ -189,8 +203,10 @@ class Uploader:
         jobs: int,
         dry_run: bool,
         on_result: Callable[[FileResult], None] | None,
+        before_sending: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
+        self.before_sending = before_sending
         self.jobs = max(1, jobs)
         self.dry_run = dry_run
         self.on_result = on_result
@@ -201,9 +217,10 @@ class Uploader:
             counted=("new", "skipped", "failed") if dry_run else ("uploaded", "skipped", "failed")
         )
         self.lock = threading.Lock()
-        self.queue: queue.Queue[Hashed | None] = queue.Queue()
+        self.queue: queue.Queue[list[Hashed] | None] = queue.Queue()
         self.budget = Budget(MEMORY_BUDGET)
-        self.fatal: AuthError | None = None
+        # An error that ends the run: refused credentials, or tags that do not exist.
+        self.fatal: ImagestoreError | None = None
 
     def record(self, result: FileResult) -> None:
         """Count a file's result and pass it on."""
@@ -214,7 +231,7 @@ class Uploader:
 
     def run(self, sources: list[Source]) -> Summary:
         """Upload every source; return the summary (`interrupted` after Ctrl-C). Raise
-        AuthError when the credentials stop working."""
+        AuthError when the credentials stop working, MissingTags for tags that do not exist."""
         started = time.monotonic()
         workers = [] if self.dry_run else [self.start_worker() for _ in range(self.jobs)]
         try:
@@ -238,51 +255,59 @@ class Uploader:
         return worker
 
     def feed(self, sources: list[Source]) -> None:
-        """Read every file once and hand batches of digests to `flush`."""
-        batch: list[Hashed] = []
-        batch_bytes, batch_started = 0, 0.0
-        seen: dict[str, Path] = {}
-        for source in sources:
-            if self.fatal is not None:
-                return
-            reserve = min(source.size, IN_MEMORY_MAX)
-            if batch and not self.budget.fits(reserve):
-                self.flush(batch)
-                batch, batch_bytes = [], 0
-            self.budget.take(reserve)
-            try:
-                sha256, size, content = read_once(source)
-            except OSError as error:
-                self.budget.give_back(reserve)
-                self.record(FileResult(source.path, "failed", error=error.strerror or str(error)))
-                continue
-            if sha256 in seen:
-                self.budget.give_back(reserve)
-                self.record(
-                    FileResult(
-                        source.path,
-                        "skipped",
-                        sha256,
-                        size,
-                        error=f"same bytes as {seen[sha256]}",
-                    )
-                )
-                continue
-            seen[sha256] = source.path
-            if not batch:
-                batch_started = time.monotonic()
-            batch.append(Hashed(source, sha256, size, content, reserve))
-            batch_bytes += size
-            idle = self.queue.unfinished_tasks < self.jobs
-            if (
-                len(batch) >= BATCH_FILES
-                or batch_bytes >= BATCH_BYTES
-                or (idle and time.monotonic() - batch_started >= BATCH_AGE)
-            ):
-                self.flush(batch)
-                batch, batch_bytes = [], 0
-        if batch:
-            self.flush(batch)
+        """Read every file once, a few at a time, in order, and hand batches to `flush`."""
+        self.batch: list[Hashed] = []
+        self.batch_bytes, self.batch_started = 0, 0.0
+        self.seen: dict[str, Path] = {}
+        reading: deque[tuple[Source, int, Future[tuple[str, int, bytes | None]]]] = deque()
+        with ThreadPoolExecutor(READERS) as readers:
+            for source in sources:
+                if self.fatal is not None:
+                    return
+                reserve = min(source.size, IN_MEMORY_MAX)
+                if self.batch and not self.budget.fits(reserve):
+                    self.flush_batch()
+                self.budget.take(reserve)
+                reading.append((source, reserve, readers.submit(read_once, source)))
+                if len(reading) > READERS * 2:
+                    self.take(*reading.popleft())
+            while reading and self.fatal is None:
+                self.take(*reading.popleft())
+        if self.batch and self.fatal is None:
+            self.flush_batch()
+
+    def take(
+        self, source: Source, reserve: int, read: Future[tuple[str, int, bytes | None]]
+    ) -> None:
+        """Add a file that was read to the batch (or skip a copy, or fail it); flush the batch
+        when it is full, or when a worker waits for files."""
+        try:
+            sha256, size, content = read.result()
+        except OSError as error:
+            self.budget.give_back(reserve)
+            self.record(FileResult(source.path, "failed", error=error.strerror or str(error)))
+            return
+        if sha256 in self.seen:
+            self.budget.give_back(reserve)
+            copy = f"same bytes as {self.seen[sha256]}"
+            self.record(FileResult(source.path, "skipped", sha256, size, error=copy))
+            return
+        self.seen[sha256] = source.path
+        if not self.batch:
+            self.batch_started = time.monotonic()
+        self.batch.append(Hashed(source, sha256, size, content, reserve))
+        self.batch_bytes += size
+        idle = self.queue.unfinished_tasks < self.jobs
+        if (
+            len(self.batch) >= BATCH_FILES
+            or self.batch_bytes >= BATCH_BYTES
+            or (idle and time.monotonic() - self.batch_started >= BATCH_AGE)
+        ):
+            self.flush_batch()
+
+    def flush_batch(self) -> None:
+        batch, self.batch, self.batch_bytes = self.batch, [], 0
+        self.flush(batch)
 
     def flush(self, batch: list[Hashed]) -> None:
         """Ask which of a batch's digests are stored; skip those, queue (or list) the rest."""
@@ -294,6 +319,14 @@ class Uploader:
         except (ApiError, Unreachable):
             # Not knowing, send them all: an upload of stored bytes comes back as a 409.
             stored = {}
+        if self.before_sending is not None and any(h.sha256 not in stored for h in batch):
+            # Checked once, when the first file is to be sent: a run that sends nothing asks not.
+            try:
+                self.before_sending()
+            except ImagestoreError as error:
+                self.fatal = error
+            self.before_sending = None
+        request: list[Hashed] = []
         for hashed in batch:
             if self.fatal is not None:
                 self.budget.give_back(hashed.reserved)
@@ -302,78 +335,104 @@ class Uploader:
             elif self.dry_run:
                 self.finish(hashed, "new")
             else:
-                self.queue.put(hashed)
+                if request and not self.joins(request, hashed):
+                    self.queue.put(request)
+                    request = []
+                request.append(hashed)
+        if request:
+            self.queue.put(request)
+
+    def joins(self, request: list[Hashed], hashed: Hashed) -> bool:
+        """Tell whether a file may go in the same upload request as these: the same tags, all
+        in memory, within the files and bytes one request takes."""
+        return (
+            len(request) < FILES_PER_REQUEST
+            and hashed.content is not None
+            and request[0].content is not None
+            and hashed.source.tags == request[0].source.tags
+            and sum(h.size for h in request) + hashed.size <= BYTES_PER_REQUEST
+        )
 
     def finish(
         self, hashed: Hashed, outcome: Any, image_id: int | None = None, error: str | None = None
     ) -> None:
         self.budget.give_back(hashed.reserved)
-        hashed.content = None
+        hashed.content, hashed.reserved, hashed.done = None, 0, True
         self.record(
             FileResult(hashed.source.path, outcome, hashed.sha256, hashed.size, image_id, error)
         )
 
     def work(self) -> None:
-        """A worker: upload queued files until the end mark."""
-        while (hashed := self.queue.get()) is not None:
+        """A worker: upload queued requests until the end mark."""
+        while (request := self.queue.get()) is not None:
             try:
-                if self.fatal is not None:
-                    self.budget.give_back(hashed.reserved)
-                    continue
-                self.send(hashed)
+                if self.fatal is None:
+                    self.send(request)
             except AuthError as error:
                 self.fatal = error
-                self.budget.give_back(hashed.reserved)
             except Exception as error:  # an answer no service of ours gives: report, go on
-                self.finish(hashed, "failed", error=f"{type(error).__name__}: {error}")
+                for hashed in request:
+                    if not hashed.done:
+                        self.finish(hashed, "failed", error=f"{type(error).__name__}: {error}")
             finally:
+                for hashed in request:  # not sent, as the run stops
+                    self.budget.give_back(hashed.reserved)
+                    hashed.reserved = 0
                 self.queue.task_done()
         self.queue.task_done()
 
-    def send(self, hashed: Hashed) -> None:
-        """Upload one file: 201 uploaded, 409 skipped (its bytes are stored), else failed."""
-        path = hashed.source.path
+    def send(self, request: list[Hashed]) -> None:
+        """Upload files in one request: 201 uploaded, 409 skipped (the bytes are stored), else
+        failed. Several files are stored all or nothing: when they are refused, each is sent
+        again on its own, so that one bad or stored file does not keep the others out."""
+        tags = list(request[0].source.tags)
 
         def post() -> httpx.Response:
-            with open(path, "rb") if hashed.content is None else nullcontext() as file:
-                content = hashed.content if hashed.content is not None else file
+            with contextlib.ExitStack() as opened:
+                files = [
+                    (
+                        "image",
+                        (
+                            hashed.source.path.name,
+                            hashed.content
+                            if hashed.content is not None
+                            else opened.enter_context(open(hashed.source.path, "rb")),
+                            "application/octet-stream",
+                        ),
+                    )
+                    for hashed in request
+                ]
                 return self.client.transport.http.post(
-                    "/api/images/",
-                    params=self.params,
-                    data={"tags": list(hashed.source.tags)},
-                    files={"image": (path.name, content, "application/octet-stream")},
+                    "/api/images/", params=self.params, data={"tags": tags}, files=files
                 )
 
         try:
             response = self.client.transport.attempt("POST", "/api/images/", post)
         except (Unreachable, OSError) as error:
-            self.finish(hashed, "failed", error=str(error))
+            for hashed in request:
+                self.finish(hashed, "failed", error=str(error))
             return
         detail, body = problem_detail(response) if not response.is_success else ("", None)
         if response.status_code == 201:
             answer = response.json()
-            if answer["sha256"] != hashed.sha256:
-                self.finish(
-                    hashed, "failed", answer["id"], "the file changed while it was being read"
-                )
-            else:
-                self.finish(hashed, "uploaded", answer["id"])
-        elif response.status_code == 409 and isinstance(body, dict) and "existing_id" in body:
-            self.finish(hashed, "skipped", body["existing_id"])
+            for hashed, image in zip(
+                request, answer if len(request) > 1 else [answer], strict=True
+            ):
+                if image["sha256"] != hashed.sha256:
+                    changed = "the file changed while it was being read"
+                    self.finish(hashed, "failed", image["id"], changed)
+                else:
+                    self.finish(hashed, "uploaded", image["id"])
         elif response.status_code == 401:
             raise AuthError(401, detail, body)
+        elif len(request) > 1 and response.status_code in (400, 409, 413):
+            for hashed in request:
+                self.send([hashed])
+        elif response.status_code == 409 and isinstance(body, dict) and "existing_id" in body:
+            self.finish(request[0], "skipped", body["existing_id"])
         else:
-            self.finish(hashed, "failed", error=f"{response.status_code}: {detail}")
-
-
-class nullcontext:
-    """A `with` block that opens nothing (the file's bytes are in memory)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
+            for hashed in request:
+                self.finish(hashed, "failed", error=f"{response.status_code}: {detail}")
 
 
 Item = TypeVar("Item")
