@@ -657,6 +657,8 @@ def client_upload(folder: Path, env: dict[str, str]) -> tuple[float, dict[str, A
     command = [str(BIN / "imagestore"), "upload", str(folder), "-j", str(CLIENT_JOBS), "--json"]
     for name in TAGS[:3]:
         command += ["--tag", name]
+    # As installed by pip, the client's modules are compiled once: keep their bytecode.
+    env = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
     started = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -684,7 +686,11 @@ def measure_client(
         )
         if status != 201:
             raise RuntimeError(f"creating a token: {status} {body}")
-        env = instance.env | {"IMAGESTORE_URL": server.url, "IMAGESTORE_TOKEN": body["token"]}
+        env = instance.env | {
+            "IMAGESTORE_URL": server.url,
+            "IMAGESTORE_TOKEN": body["token"],
+            "XDG_CACHE_HOME": str(root / "client-cache"),  # the checksum cache, cold at first
+        }
         wrk(server.url + "/api/", 1, instance.auth)  # warm-up: each worker checks the password
         before = wrk(server.url + "/api/images/", seconds, instance.auth, script)
         first_seconds, first = client_upload(folder, env)
@@ -738,14 +744,24 @@ def render_client(client: dict[str, Any], checks: list[tuple[str, str, bool]]) -
         " measured on the same server just before and just after the first run "
         f"({client['wrk_runs'][0]:,.0f} and {client['wrk_runs'][1]:,.0f} requests/s).",
         "",
-        "| run | uploaded | skipped | failed | seconds | files/s | against | target |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "| run | uploaded | skipped | failed | seconds | of which the upload | files/s |"
+        " against | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
         f"| first | {first['uploaded']:,} | {first['skipped']:,} | {first['failed']} |"
-        f" {client['first_seconds']:.2f} | {rate:,.0f} | {share:.1%} of wrk's"
-        f" {client['wrk_rps']:,.0f}/s | ≥ {CLIENT_SHARE:.0%} {verdict(ok_rate)} |",
+        f" {client['first_seconds']:.2f} | {first['seconds']:.2f} | {rate:,.0f} |"
+        f" {share:.1%} of wrk's {client['wrk_rps']:,.0f}/s | ≥ {CLIENT_SHARE:.0%}"
+        f" {verdict(ok_rate)} |",
         f"| second, same folder | {second['uploaded']:,} | {second['skipped']:,} |"
-        f" {second['failed']} | {client['second_seconds']:.2f} | — | {rerun:.1%} of the first"
-        f" run's time | < {CLIENT_RERUN_MAX:.0%} {verdict(ok_rerun)} |",
+        f" {second['failed']} | {client['second_seconds']:.2f} | {second['seconds']:.2f} | — |"
+        f" {rerun:.1%} of the first run's time | < {CLIENT_RERUN_MAX:.0%} {verdict(ok_rerun)} |",
+        "",
+        'Seconds run from the command\'s start to its exit; "of which the upload" is the'
+        " command's own measure from its first file read to its last answer, without starting"
+        " Python, importing its modules and listing the folder (about"
+        f" {client['second_seconds'] - second['seconds']:.2f} s, the same in both runs). The"
+        " first run sends up to 10 files of the same tags in a request; the second reads no"
+        " file (their checksums are cached, size and times unchanged) and asks the service"
+        " once which of the 1,000 checksums it has.",
     ]
 
 

@@ -15,6 +15,7 @@ import os
 import pty
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ from live_server import PROJECT, LiveServer, free_port, serve
 from PIL import Image as PILImage
 
 from imagestore.client import ApiError, Client, Image, MissingTags, Tag
+from imagestore.client import upload as upload_module
 
 IMAGESTORE = Path(sys.executable).parent / "imagestore"
 
@@ -57,6 +59,13 @@ def home(tmp_path: Path) -> Path:
     folder = tmp_path / "home"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture(autouse=True)
+def checksum_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The checksum cache of the test's own (commands and the Python API), not the machine's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "imagestore" / "checksums.sqlite3"
 
 
 def unique_tag() -> str:
@@ -370,6 +379,62 @@ def test_an_interrupted_upload_resumes_with_no_duplicate(
     for image in images_with(server, created_by="alice"):
         copies[image["sha256"]] = copies.get(image["sha256"], 0) + 1
     assert [copies.get(sha(content)) for content in contents] == [1] * 300
+
+
+# The checksum cache
+
+
+def test_a_second_run_reads_only_the_files_that_changed(
+    server: LiveServer, token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for number in range(3):
+        write_image(tmp_path / "pics" / f"{number}.png")
+    read: list[str] = []
+    original = upload_module.read_once
+
+    def counted(source: upload_module.Source) -> tuple[str, int, bytes | None]:
+        read.append(source.path.name)
+        return original(source)
+
+    monkeypatch.setattr(upload_module, "read_once", counted)
+    with Client(server.url, token=token) as client:
+        client.upload([tmp_path / "pics"])
+        first, read[:] = list(read), []
+        changed = write_image(tmp_path / "pics" / "1.png")
+        summary = client.upload([tmp_path / "pics"])
+
+    assert sorted(first) == ["0.png", "1.png", "2.png"]
+    assert read == ["1.png"]
+    assert (summary.count("uploaded"), summary.count("skipped")) == (1, 2)
+    assert len(stored_copies(server, changed)) == 1
+
+
+def test_a_wrong_cached_checksum_makes_no_duplicate(
+    server: LiveServer, token: str, home: Path, tmp_path: Path, checksum_cache: Path
+) -> None:
+    content = write_image(tmp_path / "pics" / "a.png")
+    imagestore(server, "upload", tmp_path / "pics", token=token, home=home)
+    with sqlite3.connect(checksum_cache) as cache:
+        cache.execute("UPDATE files SET sha256 = ?", (sha(b"something else"),))
+
+    result = imagestore(server, "upload", tmp_path / "pics", "--json", token=token, home=home)
+
+    assert result.returncode == 0, result.stderr
+    assert summary_of(result.stdout)["skipped"] == 1
+    assert len(stored_copies(server, content)) == 1
+
+
+def test_no_cache_reads_every_file(
+    server: LiveServer, token: str, home: Path, tmp_path: Path, checksum_cache: Path
+) -> None:
+    write_image(tmp_path / "pics" / "a.png")
+
+    result = imagestore(
+        server, "upload", tmp_path / "pics", "--no-cache", "--json", token=token, home=home
+    )
+
+    assert summary_of(result.stdout)["uploaded"] == 1
+    assert not checksum_cache.exists()
 
 
 # Credentials

@@ -256,6 +256,7 @@ class Client:
         exclude: Iterable[str] = (),
         jobs: int = 4,
         dry_run: bool = False,
+        cache: bool = True,
         on_start: Callable[[int, int], None] | None = None,
         on_result: Callable[[FileResult], None] | None = None,
     ) -> Summary:
@@ -265,8 +266,11 @@ class Client:
         an interruption say, sends only what is missing. See `upload.find_sources` for which
         files of a folder are sent and which tags they get. Missing tags raise MissingTags
         before any file is sent, unless `create_missing_tags`. `on_start` hears the number of
-        files and their bytes, `on_result` each file's result, from worker threads.
+        files and their bytes, `on_result` each file's result, from worker threads. With
+        `cache`, digests of files hashed by an earlier run, unchanged since, are not computed
+        again (see `cache.py`).
         """
+        from .cache import ChecksumCache
         from .upload import Uploader, find_sources
 
         sources, problems = find_sources(
@@ -280,6 +284,7 @@ class Client:
             dry_run,
             on_result,
             None if create_missing_tags else lambda: self.ensure_tags_exist(names),
+            ChecksumCache() if cache else None,
         )
         if on_start is not None:
             on_start(len(sources) + len(problems), sum(source.size for source in sources))

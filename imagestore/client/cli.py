@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument(
         "--dry-run", action="store_true", help="say what would be uploaded; send nothing"
     )
+    upload.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="read every file, even those whose checksum an earlier run kept"
+        " (~/.cache/imagestore/)",
+    )
     upload.set_defaults(run=run_upload)
 
     ls = commands.add_parser("ls", parents=[common, filters], help="list images")
@@ -277,6 +283,7 @@ def run_upload(args: argparse.Namespace) -> int:
                 exclude=args.exclude,
                 jobs=args.jobs,
                 dry_run=args.dry_run,
+                cache=not args.no_cache,
                 on_start=report.start,
                 on_result=report.result,
             )

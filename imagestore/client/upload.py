@@ -1,12 +1,12 @@
 """Uploads: which files a folder gives, each read once while it is hashed, and sent in parallel.
 
-The pipeline: the calling thread has each file read once (two at a time), computing its
-SHA-256 and keeping its bytes in memory (up to 16 MB a file, 256 MB in all); every 1,000
-files, 64 MB, or as soon as a worker is idle, it asks the service which of those digests it
-has (`POST /api/images/exists/`) and hands the others to `jobs` worker threads, which upload
-them with `on_duplicate=reject`, up to 10 files of the same tags (8 MB) in a request. A file
-larger than 16 MB is hashed, then read again only if it must be sent; the service's SHA-256 of
-what it received is checked against the first reading.
+The pipeline: the calling thread reads each file once, computing its SHA-256 and keeping its
+bytes in memory (up to 16 MB a file, 256 MB in all); every 1,000 files, 64 MB, or as soon as a
+worker is idle, it asks the service which of those digests it has (`POST /api/images/exists/`)
+and hands the others to `jobs` worker threads, which upload them with `on_duplicate=reject`,
+up to 10 files of the same tags (8 MB) in a request. A file larger than 16 MB is hashed, then
+read again only if it must be sent; the service's SHA-256 of what it received is checked
+against the first reading.
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from .cache import ChecksumCache, stamp
 from .models import FileResult, Summary
 from .transport import ApiError, AuthError, ImagestoreError, Unreachable, problem_detail
 
@@ -39,8 +38,6 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".mpo"}
 )
 READ_CHUNK = 1024 * 1024
-# Files read and hashed at once: hashlib and file reads let other threads run meanwhile.
-READERS = 2
 IN_MEMORY_MAX = 16 * 1024 * 1024
 MEMORY_BUDGET = 256 * 1024 * 1024
 BATCH_FILES = 1000
@@ -61,6 +58,7 @@ class Source:
     path: Path
     tags: tuple[str, ...]
     size: int
+    stamp: str = ""  # what stat said of it (cache.stamp)
 
 
 @dataclass
@@ -116,7 +114,8 @@ def find_sources(
         if (stat.st_dev, stat.st_ino) in seen:
             return
         seen.add((stat.st_dev, stat.st_ino))
-        sources.append(Source(path, tuple(dict.fromkeys([*tags, *extra])), stat.st_size))
+        file_tags = tuple(dict.fromkeys([*tags, *extra]))
+        sources.append(Source(path, file_tags, stat.st_size, stamp(stat)))
 
     def walk(folder: Path, parts: tuple[str, ...]) -> None:
         try:
@@ -181,16 +180,17 @@ class Budget:
 
 def read_once(source: Source) -> tuple[str, int, bytes | None]:
     """Read a file once: its SHA-256, its size, and its bytes when they fit in memory."""
-    digest = hashlib.sha256()
-    kept: list[bytes] | None = [] if source.size <= IN_MEMORY_MAX else None
-    size = 0
-    with open(source.path, "rb") as file:
-        while chunk := file.read(READ_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            if kept is not None:
-                kept.append(chunk)
-    return digest.hexdigest(), size, b"".join(kept) if kept is not None else None
+    with open(source.path, "rb", buffering=0) as file:
+        if source.size <= IN_MEMORY_MAX:
+            content = file.readall()  # one read, sized by the file's length
+            return hashlib.sha256(content).hexdigest(), len(content), content
+        digest, size = hashlib.sha256(), 0
+        buffer = bytearray(READ_CHUNK)
+        view = memoryview(buffer)
+        while count := file.readinto(buffer):
+            digest.update(view[:count])
+            size += count
+        return digest.hexdigest(), size, None
 
 
 class Uploader:
@@ -204,8 +204,13 @@ class Uploader:
         dry_run: bool,
         on_result: Callable[[FileResult], None] | None,
         before_sending: Callable[[], None] | None = None,
+        cache: ChecksumCache | None = None,
     ) -> None:
         self.client = client
+        self.cache = cache
+        self.cached: dict[Path, str] = {}
+        # Digests read in this run, for the cache: (path, stamp, sha256).
+        self.fresh: list[tuple[Path, str, str]] = []
         self.before_sending = before_sending
         self.jobs = max(1, jobs)
         self.dry_run = dry_run
@@ -235,6 +240,8 @@ class Uploader:
         started = time.monotonic()
         workers = [] if self.dry_run else [self.start_worker() for _ in range(self.jobs)]
         try:
+            if self.cache is not None:
+                self.cached = self.cache.lookup((s.path, s.stamp) for s in sources)
             self.feed(sources)
             for _ in workers:
                 self.queue.put(None)
@@ -244,6 +251,10 @@ class Uploader:
         except KeyboardInterrupt:
             # The workers are daemon threads: they end with the process, mid-request or not.
             self.summary.interrupted = True
+        finally:
+            if self.cache is not None:
+                self.cache.store(self.fresh)
+                self.cache.close()
         self.summary.seconds = time.monotonic() - started
         if self.fatal is not None:
             raise self.fatal
@@ -255,38 +266,35 @@ class Uploader:
         return worker
 
     def feed(self, sources: list[Source]) -> None:
-        """Read every file once, a few at a time, in order, and hand batches to `flush`."""
+        """Read every file once, in order, and hand batches to `flush`."""
         self.batch: list[Hashed] = []
         self.batch_bytes, self.batch_started = 0, 0.0
         self.seen: dict[str, Path] = {}
-        reading: deque[tuple[Source, int, Future[tuple[str, int, bytes | None]]]] = deque()
-        with ThreadPoolExecutor(READERS) as readers:
-            for source in sources:
-                if self.fatal is not None:
-                    return
-                reserve = min(source.size, IN_MEMORY_MAX)
-                if self.batch and not self.budget.fits(reserve):
-                    self.flush_batch()
-                self.budget.take(reserve)
-                reading.append((source, reserve, readers.submit(read_once, source)))
-                if len(reading) > READERS * 2:
-                    self.take(*reading.popleft())
-            while reading and self.fatal is None:
-                self.take(*reading.popleft())
+        for source in sources:
+            if self.fatal is not None:
+                return
+            reserve = 0 if source.path in self.cached else min(source.size, IN_MEMORY_MAX)
+            if self.batch and not self.budget.fits(reserve):
+                self.flush_batch()
+            self.budget.take(reserve)
+            self.take(source, reserve)
         if self.batch and self.fatal is None:
             self.flush_batch()
 
-    def take(
-        self, source: Source, reserve: int, read: Future[tuple[str, int, bytes | None]]
-    ) -> None:
-        """Add a file that was read to the batch (or skip a copy, or fail it); flush the batch
-        when it is full, or when a worker waits for files."""
-        try:
-            sha256, size, content = read.result()
-        except OSError as error:
-            self.budget.give_back(reserve)
-            self.record(FileResult(source.path, "failed", error=error.strerror or str(error)))
-            return
+    def take(self, source: Source, reserve: int) -> None:
+        """Read a file (unless the cache knows its digest) and add it to the batch, or skip a
+        copy, or fail it; flush the batch when it is full, or when a worker waits for files."""
+        if source.path in self.cached:
+            sha256, size, content = self.cached[source.path], source.size, None
+        else:
+            try:
+                sha256, size, content = read_once(source)
+            except OSError as error:
+                self.budget.give_back(reserve)
+                failure = FileResult(source.path, "failed", error=error.strerror or str(error))
+                self.record(failure)
+                return
+            self.fresh.append((source.path, source.stamp, sha256))
         if sha256 in self.seen:
             self.budget.give_back(reserve)
             copy = f"same bytes as {self.seen[sha256]}"
@@ -308,6 +316,9 @@ class Uploader:
     def flush_batch(self) -> None:
         batch, self.batch, self.batch_bytes = self.batch, [], 0
         self.flush(batch)
+        if self.cache is not None:
+            self.cache.store(self.fresh)
+            self.fresh = []
 
     def flush(self, batch: list[Hashed]) -> None:
         """Ask which of a batch's digests are stored; skip those, queue (or list) the rest."""
@@ -335,12 +346,25 @@ class Uploader:
             elif self.dry_run:
                 self.finish(hashed, "new")
             else:
+                if hashed.content is None and hashed.size <= IN_MEMORY_MAX:
+                    self.load(hashed)
                 if request and not self.joins(request, hashed):
                     self.queue.put(request)
                     request = []
                 request.append(hashed)
         if request:
             self.queue.put(request)
+
+    def load(self, hashed: Hashed) -> None:
+        """Read a file to be sent whose digest came from the cache. Its digest is taken from
+        this reading: should the file have changed unseen, the upload is still refused (409)
+        when the service has its new bytes."""
+        self.budget.take(hashed.size)
+        hashed.reserved = hashed.size
+        try:
+            hashed.sha256, hashed.size, hashed.content = read_once(hashed.source)
+        except OSError:
+            return  # sent from the file, which reports what is wrong with it
 
     def joins(self, request: list[Hashed], hashed: Hashed) -> bool:
         """Tell whether a file may go in the same upload request as these: the same tags, all
