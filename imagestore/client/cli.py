@@ -318,9 +318,10 @@ def run_ls(args: argparse.Namespace) -> int:
                 print(json.dumps(image.to_json()), flush=True)
             else:
                 created = image.created_at.strftime("%Y-%m-%d %H:%M") if image.created_at else ""
+                pixels = f"{image.width}x{image.height}"
                 print(
-                    f"{image.id:>8}  {created}  {image.size:>10}  {image.width}x{image.height:<6}"
-                    f"  {image.filename}  {','.join(image.tags)}"
+                    f"{image.id:>8}  {created}  {image.size:>10}  {pixels:>11}  {image.filename}"
+                    f"  {','.join(image.tags)}"
                 )
     return OK
 

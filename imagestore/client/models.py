@@ -13,6 +13,11 @@ def parse_time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+def time_text(value: datetime | None) -> str | None:
+    """Write a timestamp as the API does, UTC with a `Z`."""
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
 @dataclass(frozen=True)
 class Image:
     """One stored image, as `GET /api/images/{id}/` shows it."""
@@ -62,7 +67,7 @@ class Image:
             "format": self.format,
             "tags": self.tags,
             "created_by": self.created_by,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "created_at": time_text(self.created_at),
             "url": self.url,
         }
 
@@ -90,7 +95,7 @@ class Tag:
             "name": self.name,
             "image_count": self.image_count,
             "created_by": self.created_by,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "created_at": time_text(self.created_at),
         }
 
 
@@ -114,23 +119,26 @@ Outcome = Literal["uploaded", "skipped", "failed", "new", "downloaded"]
 @dataclass(frozen=True)
 class FileResult:
     """What became of one file: `uploaded` (or `downloaded`), `skipped` because the server (or
-    the destination) has its bytes, `new` in a dry run, or `failed` with the reason."""
+    the destination) has its bytes, `new` in a dry run, or `failed`; `detail` says why it
+    failed, or of a skipped file which file of the run has the same bytes."""
 
     path: Path
     outcome: Outcome
     sha256: str | None = None
     size: int = 0
     image_id: int | None = None
-    error: str | None = None
+    detail: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"event": self.outcome, "path": str(self.path)}
-        for name in ("image_id", "sha256", "error"):
-            value = getattr(self, name)
-            if value is not None:
-                data["id" if name == "image_id" else name] = value
+        if self.image_id is not None:
+            data["id"] = self.image_id
+        if self.sha256 is not None:
+            data["sha256"] = self.sha256
         if self.size:
             data["size"] = self.size
+        if self.detail is not None:
+            data["error" if self.outcome == "failed" else "detail"] = self.detail
         return data
 
 

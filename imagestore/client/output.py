@@ -29,7 +29,7 @@ def summary_text(summary: Summary) -> str:
     moved = summary.bytes_sent
     rate = f", {size_text(moved / summary.seconds)}/s" if summary.seconds > 0 and moved else ""
     verb = next((DONE_WORDS[o] for o in summary.counted if o in DONE_WORDS), "")
-    sent = f" ({size_text(moved)} {verb}{rate})" if verb else ""
+    sent = f" ({size_text(moved)} {verb}{rate})" if verb and moved else ""
     ending = " (interrupted)" if summary.interrupted else ""
     return f"{counts} in {summary.seconds:.1f} s{sent}{ending}"
 
@@ -37,9 +37,9 @@ def summary_text(summary: Summary) -> str:
 def result_text(result: FileResult) -> str:
     """Describe one file's result on one line."""
     if result.outcome == "failed":
-        return f"{result.path}: {result.error}"
-    if result.error:  # skipped as a copy of another file of the run
-        return f"{result.path} ({result.error})"
+        return f"{result.path}: {result.detail}"
+    if result.detail:  # skipped as a copy of another file of the run
+        return f"{result.path} ({result.detail})"
     if result.image_id is not None:
         return f"{result.path} (image {result.image_id})"
     return str(result.path)

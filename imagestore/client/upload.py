@@ -122,7 +122,7 @@ def find_sources(
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
         except OSError as error:
-            problems.append(FileResult(folder, "failed", error=error.strerror or str(error)))
+            problems.append(FileResult(folder, "failed", detail=error.strerror or str(error)))
             return
         extra, reason = folder_tags(parts) if tags_from_folders else ((), None)
         for entry in entries:
@@ -136,17 +136,17 @@ def find_sources(
                 if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
                     continue
                 if reason:
-                    problems.append(FileResult(path, "failed", error=reason))
+                    problems.append(FileResult(path, "failed", detail=reason))
                 elif entry.is_file():
                     add(path, entry.stat(), extra)
             except OSError as error:
-                problems.append(FileResult(path, "failed", error=error.strerror or str(error)))
+                problems.append(FileResult(path, "failed", detail=error.strerror or str(error)))
 
     for given in paths:
         try:
             stat = given.stat()
         except OSError:
-            problems.append(FileResult(given, "failed", error="no such file or folder"))
+            problems.append(FileResult(given, "failed", detail="no such file or folder"))
             continue
         if given.is_dir():
             walk(given, ())
@@ -291,20 +291,20 @@ class Uploader:
                 sha256, size, content = read_once(source)
             except OSError as error:
                 self.budget.give_back(reserve)
-                failure = FileResult(source.path, "failed", error=error.strerror or str(error))
+                failure = FileResult(source.path, "failed", detail=error.strerror or str(error))
                 self.record(failure)
                 return
             self.fresh.append((source.path, source.stamp, sha256))
         if sha256 in self.seen:
             self.budget.give_back(reserve)
             copy = f"same bytes as {self.seen[sha256]}"
-            self.record(FileResult(source.path, "skipped", sha256, size, error=copy))
+            self.record(FileResult(source.path, "skipped", sha256, size, detail=copy))
             return
         self.seen[sha256] = source.path
         if not self.batch:
             self.batch_started = time.monotonic()
         self.batch.append(Hashed(source, sha256, size, content, reserve))
-        self.batch_bytes += size
+        self.batch_bytes += reserve  # bytes held in memory
         idle = self.queue.unfinished_tasks < self.jobs
         if (
             len(self.batch) >= BATCH_FILES
@@ -378,12 +378,12 @@ class Uploader:
         )
 
     def finish(
-        self, hashed: Hashed, outcome: Any, image_id: int | None = None, error: str | None = None
+        self, hashed: Hashed, outcome: Any, image_id: int | None = None, detail: str | None = None
     ) -> None:
         self.budget.give_back(hashed.reserved)
         hashed.content, hashed.reserved, hashed.done = None, 0, True
         self.record(
-            FileResult(hashed.source.path, outcome, hashed.sha256, hashed.size, image_id, error)
+            FileResult(hashed.source.path, outcome, hashed.sha256, hashed.size, image_id, detail)
         )
 
     def work(self) -> None:
@@ -397,7 +397,7 @@ class Uploader:
             except Exception as error:  # an answer no service of ours gives: report, go on
                 for hashed in request:
                     if not hashed.done:
-                        self.finish(hashed, "failed", error=f"{type(error).__name__}: {error}")
+                        self.finish(hashed, "failed", detail=f"{type(error).__name__}: {error}")
             finally:
                 for hashed in request:  # not sent, as the run stops
                     self.budget.give_back(hashed.reserved)
@@ -434,7 +434,7 @@ class Uploader:
             response = self.client.transport.attempt("POST", "/api/images/", post)
         except (Unreachable, OSError) as error:
             for hashed in request:
-                self.finish(hashed, "failed", error=str(error))
+                self.finish(hashed, "failed", detail=str(error))
             return
         detail, body = problem_detail(response) if not response.is_success else ("", None)
         if response.status_code == 201:
@@ -456,7 +456,7 @@ class Uploader:
             self.finish(request[0], "skipped", body["existing_id"])
         else:
             for hashed in request:
-                self.finish(hashed, "failed", error=f"{response.status_code}: {detail}")
+                self.finish(hashed, "failed", detail=f"{response.status_code}: {detail}")
 
 
 Item = TypeVar("Item")
