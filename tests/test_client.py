@@ -916,6 +916,18 @@ def test_client_reads_one_image_tags_and_downloads(
     assert stored == {sha(content): image.id}
 
 
+def test_client_takes_one_path_and_one_tag_alone(
+    server: LiveServer, token: str, tmp_path: Path
+) -> None:
+    tag = unique_tag()
+    content = write_image(tmp_path / "a.png")
+    with Client(server.url, token=token) as client:
+        summary = client.upload(str(tmp_path / "a.png"), tag, create_missing_tags=True)
+
+    assert summary.count("uploaded") == 1
+    assert [image["tags"] for image in stored_copies(server, content)] == [[tag]]
+
+
 def test_client_raises_api_errors(server: LiveServer, token: str, tmp_path: Path) -> None:
     write_image(tmp_path / "a.png")
     with Client(server.url, token=token) as client:

@@ -273,6 +273,10 @@ class Client:
         from .cache import ChecksumCache
         from .upload import Uploader, find_sources
 
+        # One path or one tag given alone, not in a list, is still one.
+        paths = [paths] if isinstance(paths, str | os.PathLike) else paths
+        tags = [tags] if isinstance(tags, str) else tags
+        exclude = [exclude] if isinstance(exclude, str) else exclude
         sources, problems = find_sources(
             [Path(path) for path in paths], tuple(tags), tags_from_folders, tuple(exclude)
         )

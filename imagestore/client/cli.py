@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
@@ -204,8 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def connect(args: argparse.Namespace, report: Reporter | None = None) -> Client:
     """Make the client the options and environment describe; UsageError without credentials."""
-    import os
-
     url = args.url or os.environ.get("IMAGESTORE_URL")
     if not url:
         raise UsageError("No service address: set IMAGESTORE_URL or pass --url.")
