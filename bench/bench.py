@@ -756,9 +756,9 @@ def render_client(client: dict[str, Any], checks: list[tuple[str, str, bool]]) -
         f" {rerun:.1%} of the first run's time | < {CLIENT_RERUN_MAX:.0%} {verdict(ok_rerun)} |",
         "",
         'Seconds run from the command\'s start to its exit; "of which the upload" is the'
-        " command's own measure from its first file read to its last answer, without starting"
-        " Python, importing its modules and listing the folder (about"
-        f" {client['second_seconds'] - second['seconds']:.2f} s, the same in both runs). The"
+        " command's own measure, from its first file read to its last answer: the rest is"
+        " starting Python, importing the client and listing the folder"
+        f" ({client['second_seconds'] - second['seconds']:.2f} s of the second run). The"
         " first run sends up to 10 files of the same tags in a request; the second reads no"
         " file (their checksums are cached, size and times unchanged) and asks the service"
         " once which of the 1,000 checksums it has.",
