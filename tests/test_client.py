@@ -32,6 +32,7 @@ from PIL import Image as PILImage
 
 from imagestore.client import ApiError, Client, Image, MissingTags, Tag
 from imagestore.client import upload as upload_module
+from imagestore.client.sources import Source
 
 IMAGESTORE = Path(sys.executable).parent / "imagestore"
 
@@ -392,7 +393,7 @@ def test_a_second_run_reads_only_the_files_that_changed(
     read: list[str] = []
     original = upload_module.read_once
 
-    def counted(source: upload_module.Source) -> tuple[str, int, bytes | None]:
+    def counted(source: Source) -> tuple[str, int, bytes | None]:
         read.append(source.path.name)
         return original(source)
 

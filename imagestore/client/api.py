@@ -263,7 +263,7 @@ class Client:
         """Upload files and folders (their images, recursively), each file read once.
 
         Files whose bytes the service has are skipped, so running the same upload again, after
-        an interruption say, sends only what is missing. See `upload.find_sources` for which
+        an interruption say, sends only what is missing. See `sources.find_sources` for which
         files of a folder are sent and which tags they get. Missing tags raise MissingTags
         before any file is sent, unless `create_missing_tags`. `on_start` hears the number of
         files and their bytes, `on_result` each file's result, from worker threads. With
@@ -271,7 +271,8 @@ class Client:
         again (see `cache.py`).
         """
         from .cache import ChecksumCache
-        from .upload import Uploader, find_sources
+        from .sources import find_sources
+        from .upload import Uploader
 
         # One path or one tag given alone, not in a list, is still one.
         paths = [paths] if isinstance(paths, str | os.PathLike) else paths
