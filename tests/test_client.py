@@ -93,13 +93,15 @@ def imagestore(
     url: str | None = None,
     **kwargs: Any,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the console script with IMAGESTORE_URL (and IMAGESTORE_TOKEN) set."""
+    """Run the console script with IMAGESTORE_URL (and IMAGESTORE_TOKEN) set, in a session of
+    its own: with no terminal, a password prompt reads the `input` given."""
     return subprocess.run(
         [str(IMAGESTORE), *map(str, args)],
         env=command_env(server.url if url is None else url, token, home) | (env or {}),
         capture_output=True,
         text=True,
         timeout=120,
+        start_new_session=True,
         **kwargs,
     )
 
