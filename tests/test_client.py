@@ -945,6 +945,69 @@ def test_client_raises_api_errors(server: LiveServer, token: str, tmp_path: Path
     assert missing_tag.value.names[0].startswith("no-such-tag-")
 
 
+class PagesServer(http.server.ThreadingHTTPServer):
+    """Serves two pages of one image each, noting the path and credentials of each request."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), PagesHandler)
+        self.seen: list[tuple[str, str | None]] = []
+
+
+class PagesHandler(http.server.BaseHTTPRequestHandler):
+    """Two pages of one image each; the first page's `next` names another host."""
+
+    server: PagesServer
+
+    def log_message(self, *args: Any) -> None:
+        """Stay quiet."""
+
+    def do_GET(self) -> None:
+        self.server.seen.append((self.path, self.headers.get("Authorization")))
+        first = "cursor=1" not in self.path
+        image = {
+            "id": 2 if first else 1,
+            "filename": "a.png",
+            "sha256": "0" * 64,
+            "size": 1,
+            "width": 1,
+            "height": 1,
+            "content_type": "image/png",
+            "format": "PNG",
+            "tags": [],
+            "created_by": "alice",
+            "created_at": "2026-11-27T10:00:00.000000Z",
+            "image": "http://elsewhere.invalid/api/images/1/file",
+        }
+        page = {
+            "count": None,
+            "previous": None,
+            "next": "http://elsewhere.invalid:9/api/images/?cursor=1" if first else None,
+            "results": [image],
+        }
+        data = json.dumps(page).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_page_links_are_followed_on_the_service_only() -> None:
+    """A `next` link naming another host is asked of the service: credentials go nowhere else."""
+    service = PagesServer()
+    threading.Thread(target=service.serve_forever, daemon=True).start()
+    try:
+        with Client(f"http://127.0.0.1:{service.server_address[1]}", token="ims_x") as client:
+            ids = [image.id for image in client.images()]
+    finally:
+        service.shutdown()
+        service.server_close()
+
+    assert ids == [2, 1]
+    assert [auth for _, auth in service.seen] == ["Bearer ims_x", "Bearer ims_x"]
+    assert service.seen[1][0] == "/api/images/?cursor=1"
+
+
 def test_the_client_loads_no_server_module() -> None:
     """Scripts import the client alone: no Flask, no database layer, no server code."""
     check = (

@@ -178,6 +178,15 @@ class Client:
     def close(self) -> None:
         self.transport.close()
 
+    def same_origin(self, link: str | None) -> str | None:
+        """Return a page link's path and query below the service's address, to be asked of
+        that address: the credentials go nowhere else, whatever host the link names."""
+        if not link:
+            return None
+        parts = urlsplit(link)
+        path = parts.path.removeprefix(urlsplit(self.url).path)
+        return f"{path}?{parts.query}" if parts.query else path
+
     def __enter__(self) -> Client:
         return self
 
@@ -229,7 +238,7 @@ class Client:
             page = self.transport.call("GET", url, params=query)
             for item in page["results"]:
                 yield Image.from_json(item)
-            url, query = page.get("next"), None
+            url, query = self.same_origin(page.get("next")), None
 
     def image(self, image_id: int) -> Image:
         """Return one image; ApiError with status 404 when there is none."""
@@ -313,6 +322,8 @@ class Client:
             path = path / download_name(image)
         partial = path.with_name(path.name + ".part")
 
+        received: dict[str, str] = {}
+
         def send() -> httpx.Response:
             digest = hashlib.sha256()
             with self.transport.http.stream(
@@ -325,16 +336,16 @@ class Client:
                             file.write(chunk)
                 else:
                     response.read()
-            response.extensions["sha256"] = digest.hexdigest()
+            received["sha256"] = digest.hexdigest()
             return response
 
         try:
             response = self.transport.attempt("GET", f"/api/images/{image.id}/file", send)
             raise_for_answer(response)
-            if response.extensions["sha256"] != image.sha256:
+            if received["sha256"] != image.sha256:
                 raise ImagestoreError(
                     f"image {image.id}: the file received has SHA-256"
-                    f" {response.extensions['sha256']}, not {image.sha256}"
+                    f" {received['sha256']}, not {image.sha256}"
                 )
             partial.replace(path)
         finally:
@@ -411,7 +422,7 @@ class Client:
         while url:
             page = self.transport.call("GET", url, params=params)
             found += [Tag.from_json(item) for item in page["results"]]
-            url, params = page.get("next"), None
+            url, params = self.same_origin(page.get("next")), None
         return found
 
     def tag(self, name: str) -> Tag | None:
