@@ -511,6 +511,17 @@ def test_credentials_come_from_netrc(server: LiveServer, home: Path) -> None:
     assert result.stdout == f"alice (user, netrc) at {server.url}\n"
 
 
+def test_a_netrc_others_may_read_is_refused(server: LiveServer, home: Path) -> None:
+    netrc = home / ".netrc"
+    netrc.write_text(f'machine 127.0.0.1 login alice password "{server.user[1]}"\n')
+    netrc.chmod(0o644)
+
+    result = imagestore(server, "whoami", home=home)
+
+    assert result.returncode == 2
+    assert "~/.netrc" in result.stderr and "too permissive" in result.stderr
+
+
 # Retries, through a proxy that answers errors before passing requests on
 
 

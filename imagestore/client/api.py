@@ -79,13 +79,17 @@ class BearerAuth(httpx.Auth):
         yield request
 
 
-def netrc_has(host: str) -> bool:
-    """Tell whether ~/.netrc (or $NETRC) has credentials for this host."""
-    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+def netrc_auth(host: str) -> httpx.Auth | None:
+    """Return the credentials ~/.netrc (or $NETRC) has for this host, if any. A file that is
+    unreadable, malformed or readable by others (with a password in it) is an error."""
+    path = os.environ.get("NETRC")  # None: ~/.netrc, which Python checks the permissions of
     try:
-        return netrc.netrc(path).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
+        found = netrc.netrc(path).authenticators(host)
+    except FileNotFoundError:
+        return None
+    except (OSError, netrc.NetrcParseError) as error:
+        raise ImagestoreError(f"Cannot use {path or '~/.netrc'}: {error}") from None
+    return httpx.NetRCAuth(path) if found else None
 
 
 def root_url(url: str) -> str:
@@ -167,10 +171,9 @@ class Client:
             auth, self.auth_kind = httpx.BasicAuth(username, password or ""), "basic"
         elif token:
             auth, self.auth_kind = BearerAuth(token), "token"
-        elif netrc_has(urlsplit(self.url).hostname or ""):
-            auth, self.auth_kind = httpx.NetRCAuth(os.environ.get("NETRC")), "netrc"
         else:
-            auth, self.auth_kind = None, None
+            auth = netrc_auth(urlsplit(self.url).hostname or "")
+            self.auth_kind = "netrc" if auth else None
         self.transport = Transport(
             self.url, auth, timeout, RetryPolicy(attempts=max(1, retries)), on_retry
         )
