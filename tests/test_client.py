@@ -170,7 +170,7 @@ def test_upload_tags_each_file_with_its_folders(
         home=home,
     )
 
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     sent = [event for event in events(result.stdout) if event["event"] == "uploaded"]
     assert sorted(Path(event["path"]).name for event in sent) == ["a.png", "b.JPG", "c.png"]
     assert summary_of(result.stdout) | {"seconds": 0} == {
@@ -267,6 +267,28 @@ def test_dry_run_sends_nothing(server: LiveServer, token: str, home: Path, tmp_p
     assert outcome == {"new.png": "new", "old.png": "skipped"}
     assert stored_copies(server, new) == []
     assert len(stored_copies(server, stored)) == 1
+
+
+def test_a_dry_run_creates_no_tag(
+    server: LiveServer, token: str, home: Path, tmp_path: Path
+) -> None:
+    write_image(tmp_path / "pics" / "a.png")
+    tag = unique_tag()
+
+    result = imagestore(
+        server,
+        "upload",
+        tmp_path / "pics",
+        "--tag",
+        tag,
+        "--create-missing-tags",
+        "--dry-run",
+        token=token,
+        home=home,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert httpx.get(f"{server.url}/api/tags/{tag}/", auth=server.user).status_code == 404
 
 
 def test_a_missing_tag_stops_the_upload_before_anything_is_sent(

@@ -15,6 +15,7 @@ import netrc
 import os
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
@@ -277,7 +278,8 @@ class Client:
         Files whose bytes the service has are skipped, so running the same upload again, after
         an interruption say, sends only what is missing. See `sources.find_sources` for which
         files of a folder are sent and which tags they get. Missing tags raise MissingTags
-        before any file is sent, unless `create_missing_tags`. `on_start` hears the number of
+        before any file is sent; with `create_missing_tags` they are created then (not in a
+        dry run). `on_start` hears the number of
         files and their bytes, `on_result` each file's result, from worker threads. With
         `cache`, digests of files hashed by an earlier run, unchanged since, are not computed
         again (see `cache.py`).
@@ -300,7 +302,10 @@ class Client:
             jobs,
             dry_run,
             on_result,
-            None if create_missing_tags else lambda: self.ensure_tags_exist(names),
+            # A dry run checks that the tags exist, and creates none.
+            None
+            if dry_run and create_missing_tags
+            else partial(self.prepare_tags, names, create_missing_tags),
             ChecksumCache() if cache else None,
         )
         if on_start is not None:
@@ -309,11 +314,17 @@ class Client:
             uploader.record(problem)
         return uploader.run(sources)
 
-    def ensure_tags_exist(self, names: list[str]) -> None:
-        """Raise MissingTags naming the tags of this list that do not exist."""
+    def prepare_tags(self, names: list[str], create_missing: bool) -> None:
+        """Create the tags of this list that do not exist, or raise MissingTags naming them.
+
+        Created here, one after the other, rather than by the parallel uploads that name them:
+        two requests creating the same tag at once would see one of them refused (409).
+        """
         missing = [name for name in names if self.tag(name) is None]
-        if missing:
+        if missing and not create_missing:
             raise MissingTags(missing)
+        for name in missing:
+            self.create_tag(name)
 
     def download(self, image: Image | int, dest: str | os.PathLike[str]) -> Path:
         """Download an image's file to `dest` (a file, or a folder: `<id>-<filename>` in it),
@@ -427,6 +438,16 @@ class Client:
             found += [Tag.from_json(item) for item in page["results"]]
             url, params = self.same_origin(page.get("next")), None
         return found
+
+    def create_tag(self, name: str) -> Tag:
+        """Create a tag; one of that name (any case) made meanwhile by someone else will do."""
+        response = self.transport.request("POST", "/api/tags/", json={"name": name})
+        if response.status_code == 409:
+            found = self.tag(name)
+            if found is not None:
+                return found
+        raise_for_answer(response)
+        return Tag.from_json(response.json())
 
     def tag(self, name: str) -> Tag | None:
         """Return the tag of this name (any case), or None."""
