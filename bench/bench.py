@@ -60,6 +60,10 @@ TRACKING_COST_MAX = 0.15
 TRACKING_ROUNDS = 4
 SCALE_MS = {"sqlite": 15.0, "postgresql": 50.0}
 RSS_MAX_MB, UPLOAD_GROWTH_MAX_MB = 80.0, 30.0
+# Targets of issue 15: `imagestore upload -j 4` of 1,000 small images against wrk's upload rate,
+# and a second run of the same folder against the first.
+CLIENT_FILES, CLIENT_JOBS = 1000, 4
+CLIENT_SHARE, CLIENT_RERUN_MAX = 0.80, 0.05
 
 
 # Processes and HTTP
@@ -645,6 +649,132 @@ def run_scale(
                 connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+# The client
+
+
+def unique_jpegs(folder: Path, jpeg: bytes, count: int) -> None:
+    """Write `count` copies of a JPEG, each made unique by a comment segment as upload.lua does."""
+    folder.mkdir(parents=True)
+    for number in range(count):
+        comment = f"bench client {number}".encode()
+        segment = b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment
+        (folder / f"{number:04d}.jpg").write_bytes(jpeg[:2] + segment + jpeg[2:])
+
+
+def client_upload(folder: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    """Run `imagestore upload -j 4` on a folder; return its seconds (process start to exit,
+    interpreter included) and its JSON summary."""
+    command = [str(BIN / "imagestore"), "upload", str(folder), "-j", str(CLIENT_JOBS), "--json"]
+    for name in TAGS[:3]:
+        command += ["--tag", name]
+    # As installed by pip, the client's modules are compiled once: keep their bytecode.
+    env = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    started = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"imagestore upload exited with {result.returncode}: {result.stderr}")
+    return elapsed, json.loads(result.stdout.splitlines()[-1])
+
+
+def measure_client(
+    instance: Instance, root: Path, script: list[str], seconds: float
+) -> dict[str, Any]:
+    """Upload a folder of 1,000 JPEGs (those wrk sends, each made unique) with the `imagestore`
+    command, twice, on a server of its own; wrk's upload rate on that server is measured just
+    before and just after the first run, and the client compared with their mean."""
+    folder = root / "client-upload"
+    unique_jpegs(folder, Path(script[1]).read_bytes(), CLIENT_FILES)
+    with instance.serve("client") as server:
+        status, body = call(
+            server.url,
+            "POST",
+            "/api/tokens/",
+            instance.auth,
+            json.dumps({"name": "bench client"}).encode(),
+            **{"Content-Type": "application/json"},
+        )
+        if status != 201:
+            raise RuntimeError(f"creating a token: {status} {body}")
+        env = instance.env | {
+            "IMAGESTORE_URL": server.url,
+            "IMAGESTORE_TOKEN": body["token"],
+            "XDG_CACHE_HOME": str(root / "client-cache"),  # the checksum cache, cold at first
+        }
+        wrk(server.url + "/api/", 1, instance.auth)  # warm-up: each worker checks the password
+        before = wrk(server.url + "/api/images/", seconds, instance.auth, script)
+        first_seconds, first = client_upload(folder, env)
+        after = wrk(server.url + "/api/images/", seconds, instance.auth, script)
+        second_seconds, second = client_upload(folder, env)
+    found = {
+        "wrk_rps": (before.rps + after.rps) / 2,
+        "wrk_runs": [before.rps, after.rps],
+        "first_seconds": first_seconds,
+        "first": first,
+        "second_seconds": second_seconds,
+        "second": second,
+        "bytes": sum(path.stat().st_size for path in folder.iterdir()),
+    }
+    shutil.rmtree(folder)
+    return found
+
+
+def render_client(client: dict[str, Any], checks: list[tuple[str, str, bool]]) -> list[str]:
+    """Write the client section and add its targets to `checks`."""
+    first, second = client["first"], client["second"]
+    rate = first["uploaded"] / client["first_seconds"]
+    share = rate / client["wrk_rps"]
+    rerun = client["second_seconds"] / client["first_seconds"]
+    ok_rate = share >= CLIENT_SHARE and first["uploaded"] == CLIENT_FILES and not first["failed"]
+    ok_rerun = rerun < CLIENT_RERUN_MAX and second["uploaded"] == 0 and not second["failed"]
+    checks.append(
+        (
+            f"`imagestore upload -j {CLIENT_JOBS}` of {CLIENT_FILES:,} images: at least"
+            f" {CLIENT_SHARE:.0%} of wrk's upload rate",
+            f"{share:.1%}",
+            ok_rate,
+        )
+    )
+    checks.append(
+        (
+            "a second run of the same folder uploads nothing, in under"
+            f" {CLIENT_RERUN_MAX:.0%} of the first run's time",
+            f"{second['uploaded']} uploaded, {rerun:.1%}",
+            ok_rerun,
+        )
+    )
+    return [
+        "",
+        f"## The client: `imagestore upload -j {CLIENT_JOBS}`",
+        "",
+        f"A folder of {CLIENT_FILES:,} JPEGs ({client['bytes'] / CLIENT_FILES / 1000:.0f} KB"
+        " each: the file wrk uploads, each made unique the same way) uploaded with the 3 tags"
+        " wrk sends, by the `imagestore` command with a bearer token, on a server of its own;"
+        " the time runs from the command's start to its exit. wrk's upload rate (4 clients) is"
+        " measured on the same server just before and just after the first run "
+        f"({client['wrk_runs'][0]:,.0f} and {client['wrk_runs'][1]:,.0f} requests/s).",
+        "",
+        "| run | uploaded | skipped | failed | seconds | of which the upload | files/s |"
+        " against | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        f"| first | {first['uploaded']:,} | {first['skipped']:,} | {first['failed']} |"
+        f" {client['first_seconds']:.2f} | {first['seconds']:.2f} | {rate:,.0f} |"
+        f" {share:.1%} of wrk's {client['wrk_rps']:,.0f}/s | ≥ {CLIENT_SHARE:.0%}"
+        f" {verdict(ok_rate)} |",
+        f"| second, same folder | {second['uploaded']:,} | {second['skipped']:,} |"
+        f" {second['failed']} | {client['second_seconds']:.2f} | {second['seconds']:.2f} | — |"
+        f" {rerun:.1%} of the first run's time | < {CLIENT_RERUN_MAX:.0%} {verdict(ok_rerun)} |",
+        "",
+        'Seconds run from the command\'s start to its exit; "of which the upload" is the'
+        " command's own measure, from its first file read to its last answer: the rest is"
+        " starting Python, importing the client and listing the folder"
+        f" ({client['second_seconds'] - second['seconds']:.2f} s of the second run). The"
+        " first run sends up to 10 files of the same tags in a request; the second reads no"
+        " file (their checksums are cached, size and times unchanged) and asks the service"
+        " once which of the 1,000 checksums it has.",
+    ]
+
+
 # The run
 
 
@@ -830,6 +960,8 @@ def measure(
             status, body = call(server.url, "GET", "/api/images/?page_size=1", instance.auth)
             found["image_count"] = body["count"]
         print(f"uploads, {workers} workers: {found['uploads_by_workers'][workers]}", flush=True)
+    found["client"] = measure_client(instance, root, script, upload_seconds)
+    print(f"client: {found['client']}", flush=True)
     found["scale"] = {}
     if not args.no_scale:
         dialects = ["sqlite"] + ([] if args.no_postgres else ["postgresql"])
@@ -992,6 +1124,7 @@ def render(
             growth < UPLOAD_GROWTH_MAX_MB and status == 201,
         )
     )
+    lines += render_client(found["client"], checks)
     lines += [
         "",
         f"Images in the database afterwards: {found.get('image_count', 0):,}.",

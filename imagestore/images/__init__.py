@@ -10,6 +10,6 @@ from flask import Blueprint
 bp = Blueprint("images", __name__, url_prefix="/api/images")
 
 # The routes join `bp` as their modules are imported.
-from . import bulk, views  # noqa: E402
+from . import bulk, exists, views  # noqa: E402
 
-__all__ = ["bp", "bulk", "views"]
+__all__ = ["bp", "bulk", "exists", "views"]

@@ -190,3 +190,35 @@ class ImageFilters(DatedPageArgs):
 
 
 image_schema = ImageSchema()
+
+
+# Which contents are stored (exists.py)
+
+MAX_CHECKSUMS_PER_QUERY = 1000
+
+
+class ContentQuery(Input):
+    sha256 = fields.List(
+        Checksum(),
+        required=True,
+        validate=validate.Length(
+            max=MAX_CHECKSUMS_PER_QUERY,
+            error=f"Give at most {MAX_CHECKSUMS_PER_QUERY} checksums.",
+        ),
+        metadata={"description": "SHA-256 digests of files, in hexadecimal (any case)."},
+    )
+
+
+class ContentFound(Schema):
+    exists = fields.List(
+        fields.String(),
+        metadata={
+            "description": "The digests asked for that some image has, in the order given, in"
+            " lower case, each once."
+        },
+    )
+    images = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        metadata={"description": "For each of them, the id of the oldest image with the bytes."},
+    )

@@ -1,0 +1,180 @@
+"""What the command prints: a rich progress bar on a terminal, plain lines otherwise, JSON lines
+with `--json`; each ends with a summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any, TextIO
+
+from .models import FileResult, Summary
+from .transport import Retry
+
+DONE_WORDS = {"uploaded": "sent", "downloaded": "received"}
+
+
+def size_text(count: float) -> str:
+    """Write a byte count for people: 512 B, 4.2 KB, 17.0 MB, 1.3 GB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"
+
+
+def summary_text(summary: Summary) -> str:
+    """Say what a run did in one line."""
+    counts = ", ".join(f"{summary.count(outcome)} {outcome}" for outcome in summary.counted)
+    moved = summary.bytes_sent
+    rate = f", {size_text(moved / summary.seconds)}/s" if summary.seconds > 0 and moved else ""
+    verb = next((DONE_WORDS[o] for o in summary.counted if o in DONE_WORDS), "")
+    sent = f" ({size_text(moved)} {verb}{rate})" if verb and moved else ""
+    ending = " (interrupted)" if summary.interrupted else ""
+    return f"{counts} in {summary.seconds:.1f} s{sent}{ending}"
+
+
+def result_text(result: FileResult) -> str:
+    """Describe one file's result on one line."""
+    if result.outcome == "failed":
+        return f"{result.path}: {result.detail}"
+    if result.detail:  # skipped as a copy of another file of the run
+        return f"{result.path} ({result.detail})"
+    if result.image_id is not None:
+        return f"{result.path} (image {result.image_id})"
+    return str(result.path)
+
+
+class Reporter:
+    """Plain lines: one per file on stdout, retries and failures again on stderr."""
+
+    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+        self.out, self.err = out, err
+        self.lock = threading.Lock()
+
+    def start(self, files: int, size: int) -> None:
+        """Hear how many files and bytes the run has."""
+
+    def result(self, result: FileResult) -> None:
+        with self.lock:
+            print(f"{result.outcome:<10} {result_text(result)}", file=self.out, flush=True)
+
+    def retry(self, retry: Retry) -> None:
+        with self.lock:
+            print(
+                f"retry      {retry.method} {retry.url}: {retry.reason}; attempt {retry.attempt}"
+                f" in {retry.wait:.1f} s",
+                file=self.err,
+                flush=True,
+            )
+
+    def finish(self, summary: Summary) -> None:
+        with self.lock:
+            print(summary_text(summary), file=self.out, flush=True)
+            for failed in summary.failed:
+                print(f"failed: {result_text(failed)}", file=self.err, flush=True)
+
+    def close(self) -> None:
+        """Stop drawing, when the run ends early."""
+
+
+class JsonReporter(Reporter):
+    """JSON lines on stdout: one object per file, per retry, then the summary."""
+
+    def emit(self, data: dict[str, Any]) -> None:
+        with self.lock:
+            self.out.write(json.dumps(data) + "\n")
+            self.out.flush()
+
+    def result(self, result: FileResult) -> None:
+        self.emit(result.to_json())
+
+    def retry(self, retry: Retry) -> None:
+        self.emit(
+            {
+                "event": "retry",
+                "method": retry.method,
+                "url": retry.url,
+                "reason": retry.reason,
+                "attempt": retry.attempt,
+                "wait": round(retry.wait, 3),
+            }
+        )
+
+    def finish(self, summary: Summary) -> None:
+        self.emit(summary.to_json())
+
+
+class ProgressReporter(Reporter):
+    """A rich progress bar: files done of all, bytes, rate and time left; failures above it."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__()
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.console = Console(stderr=False)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[files]}"),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.action = action
+        self.files_total: int | None = None
+        self.files_done = 0
+        self.task = self.progress.add_task(action, total=None, files="")
+        self.progress.start()
+
+    def files_text(self) -> str:
+        total = "?" if self.files_total is None else f"{self.files_total:,}"
+        return f"{self.files_done:,}/{total} files"
+
+    def start(self, files: int, size: int) -> None:
+        self.files_total = files
+        self.progress.update(self.task, total=size, files=self.files_text())
+
+    def result(self, result: FileResult) -> None:
+        with self.lock:
+            self.files_done += 1
+            self.progress.update(self.task, advance=result.size, files=self.files_text())
+            if result.outcome == "failed":
+                self.console.print(f"[red]failed[/red] {result_text(result)}", highlight=False)
+
+    def retry(self, retry: Retry) -> None:
+        self.console.print(
+            f"[yellow]retry[/yellow] {retry.method} {retry.url}: {retry.reason};"
+            f" attempt {retry.attempt} in {retry.wait:.1f} s",
+            highlight=False,
+        )
+
+    def finish(self, summary: Summary) -> None:
+        self.progress.stop()
+        self.console.print(summary_text(summary), highlight=False)
+        for failed in summary.failed:
+            print(f"failed: {result_text(failed)}", file=self.err, flush=True)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def reporter(as_json: bool, action: str) -> Reporter:
+    """Pick the output: JSON lines, a progress bar on a terminal, or plain lines."""
+    if as_json:
+        return JsonReporter()
+    if sys.stdout.isatty():
+        return ProgressReporter(action)
+    return Reporter()

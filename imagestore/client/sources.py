@@ -1,0 +1,110 @@
+"""Which files an upload sends: the files named, and the image files of the folders named,
+with the tags each gets."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import stamp
+from .models import FileResult
+
+# The files a folder gives: images by their name. A file named on the command line is sent
+# whatever its name; the service decides what it is from its bytes.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".mpo"}
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file to upload, with the tags it gets."""
+
+    path: Path
+    tags: tuple[str, ...]
+    size: int
+    stamp: str = ""  # what stat said of it (cache.stamp)
+
+
+def excluded(parts: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
+    """Tell whether a path (its parts below the folder given) matches an --exclude glob: the
+    glob is matched against each folder and file name on the way, and against the path so far."""
+    if not patterns:
+        return False
+    candidates = [*parts, *("/".join(parts[: end + 1]) for end in range(1, len(parts)))]
+    return any(fnmatch.fnmatchcase(name, glob) for glob in patterns for name in candidates)
+
+
+def folder_tags(parts: tuple[str, ...]) -> tuple[tuple[str, ...], str | None]:
+    """Return the tags the folders between the given folder and a file make, or a reason
+    why one of them cannot be a tag name."""
+    names = tuple(part.strip() for part in parts)
+    for name in names:
+        if "," in name:
+            return (), f"the folder name {name!r} cannot be a tag: it has a comma"
+        if len(name) > 50:
+            return (), f"the folder name {name!r} cannot be a tag: over 50 characters"
+    return names, None
+
+
+def find_sources(
+    paths: list[Path], tags: tuple[str, ...], tags_from_folders: bool, exclude: tuple[str, ...]
+) -> tuple[list[Source], list[FileResult]]:
+    """Return the files to upload, in order, and a failure for each path that gives none.
+
+    A file given is sent as is. A folder gives its image files (by suffix, any case), at any
+    depth, sorted, but for hidden files and folders (a name starting with `.`) and those an
+    `exclude` glob matches; symbolic links to folders are not followed. With
+    `tags_from_folders`, each folder below the folder given, from the top down to the file's
+    own, adds its name as a tag: `upload photos/` sends `photos/2026/beach/a.jpg` with the tags
+    `2026` and `beach` (not `photos`). A file reached twice is sent once.
+    """
+    sources: list[Source] = []
+    problems: list[FileResult] = []
+    seen: set[tuple[int, int]] = set()
+
+    def add(path: Path, stat: os.stat_result, extra: tuple[str, ...]) -> None:
+        if (stat.st_dev, stat.st_ino) in seen:
+            return
+        seen.add((stat.st_dev, stat.st_ino))
+        file_tags = tuple(dict.fromkeys([*tags, *extra]))
+        sources.append(Source(path, file_tags, stat.st_size, stamp(stat)))
+
+    def walk(folder: Path, parts: tuple[str, ...]) -> None:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            problems.append(FileResult(folder, "failed", detail=error.strerror or str(error)))
+            return
+        extra, reason = folder_tags(parts) if tags_from_folders else ((), None)
+        for entry in entries:
+            if entry.name.startswith(".") or excluded((*parts, entry.name), exclude):
+                continue
+            path = folder / entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    walk(path, (*parts, entry.name))
+                    continue
+                if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+                    continue
+                if reason:
+                    problems.append(FileResult(path, "failed", detail=reason))
+                elif entry.is_file():
+                    add(path, entry.stat(), extra)
+            except OSError as error:
+                problems.append(FileResult(path, "failed", detail=error.strerror or str(error)))
+
+    for given in paths:
+        try:
+            stat = given.stat()
+        except OSError:
+            problems.append(FileResult(given, "failed", detail="no such file or folder"))
+            continue
+        if given.is_dir():
+            walk(given, ())
+        else:
+            add(given, stat, ())
+    return sources, problems
