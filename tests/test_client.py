@@ -27,12 +27,16 @@ from typing import Any
 
 import httpx
 import pytest
-from live_server import PROJECT, LiveServer, free_port, serve
+from helpers import PROJECT, free_port
+from live_server import LiveServer, serve
 from PIL import Image as PILImage
 
 from imagestore.client import ApiError, Client, Image, MissingTags, Tag
 from imagestore.client import upload as upload_module
 from imagestore.client.sources import Source
+
+# Every test runs the command against gunicorn.
+pytestmark = pytest.mark.slow
 
 IMAGESTORE = Path(sys.executable).parent / "imagestore"
 
@@ -302,7 +306,8 @@ def test_a_missing_tag_stops_the_upload_before_anything_is_sent(
     )
 
     assert result.returncode == 2
-    assert missing in result.stderr and "--create-missing-tags" in result.stderr
+    assert missing in result.stderr
+    assert "--create-missing-tags" in result.stderr
     assert stored_copies(server, content) == []
 
 
@@ -397,7 +402,8 @@ def test_an_interrupted_upload_resumes_with_no_duplicate(
     assert killed.returncode == -signal.SIGKILL
     assert final.returncode == 0, final.stderr
     summary = summary_of(final.stdout)
-    assert summary["failed"] == 0 and summary["interrupted"] is False
+    assert summary["failed"] == 0
+    assert summary["interrupted"] is False
     assert summary["skipped"] >= 20
     assert summary["uploaded"] + summary["skipped"] == 300
     copies = {}
@@ -541,7 +547,8 @@ def test_a_netrc_others_may_read_is_refused(server: LiveServer, home: Path) -> N
     result = imagestore(server, "whoami", home=home)
 
     assert result.returncode == 2
-    assert "~/.netrc" in result.stderr and "too permissive" in result.stderr
+    assert "~/.netrc" in result.stderr
+    assert "too permissive" in result.stderr
 
 
 # Retries, through a proxy that answers errors before passing requests on
@@ -861,7 +868,8 @@ def test_tag_add_and_rm(
     )
     removed = imagestore(server, "tag", "rm", str(ids[0]), tag, token=token, home=home)
 
-    assert added.returncode == 0 and removed.returncode == 0, added.stderr + removed.stderr
+    assert added.returncode == 0, added.stderr
+    assert removed.returncode == 0, removed.stderr
     tags = {image["id"]: sorted(image["tags"]) for image in images_with(server, tags=extra)}
     both = sorted([tag, extra])
     assert tags == {ids[0]: [extra], ids[1]: both, ids[2]: both}
@@ -915,7 +923,8 @@ def test_client_walks_every_page_of_a_filter(
         oldest_first = list(client.images(tags=tag, ordering="id", page_size=2))
         by_size = list(client.images(tags=tag, ordering="-size", page_size=2))
 
-    assert summary.count("uploaded") == 5 and not summary.failed
+    assert summary.count("uploaded") == 5
+    assert not summary.failed
     assert all(isinstance(image, Image) for image in found)
     assert sorted(image.sha256 for image in found) == sorted(map(sha, contents))
     assert [image.id for image in found] == sorted((i.id for i in found), reverse=True)
@@ -944,7 +953,8 @@ def test_client_reads_one_image_tags_and_downloads(
         [tag],
         "alice",
     )
-    assert image.created_at is not None and image.created_at.tzinfo is not None
+    assert image.created_at is not None
+    assert image.created_at.tzinfo is not None
     assert [(t.name, t.image_count) for t in tags] == [(tag, 1)]
     assert isinstance(tags[0], Tag)
     assert saved == tmp_path / f"{image.id}-photo.png"

@@ -6,9 +6,9 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from conftest import image_bytes
 from flask import Flask
 from flask.testing import FlaskClient
+from helpers import image_bytes
 
 from imagestore.db import db
 from imagestore.errors import PROBLEM_JSON

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import netrc
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from datetime import date, datetime
 from functools import partial
 from pathlib import Path
@@ -75,7 +75,7 @@ class BearerAuth(httpx.Auth):
     def __init__(self, token: str) -> None:
         self.header = f"Bearer {token}"
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = self.header
         yield request
 
@@ -428,9 +428,10 @@ class Client:
 
     def tags(self, name: str | None = None) -> list[Tag]:
         """Return every tag (whose name contains `name`, any case), sorted by name."""
-        params: dict[str, str] | None = {"page_size": str(PAGE_SIZE)}
+        first: dict[str, str] = {"page_size": str(PAGE_SIZE)}
         if name:
-            params["name"] = name
+            first["name"] = name
+        params: dict[str, str] | None = first
         url: str | None = "/api/tags/"
         found = []
         while url:

@@ -33,7 +33,7 @@ class UsageError(Exception):
 
 def image_ids(text: str) -> list[int]:
     """Read image ids: `12`, `3,5,8`, `10-20` or a mix (`3,10-12`)."""
-    ids = []
+    ids: list[int] = []
     for piece in filter(None, (part.strip() for part in text.split(","))):
         first, dash, last = piece.partition("-")
         if not first.isdigit() or (dash and not last.isdigit()):
@@ -256,7 +256,7 @@ def filters_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def selected(client: Client, args: argparse.Namespace) -> list[Image]:
     """Return the images the filters select, up to --limit."""
-    found = []
+    found: list[Image] = []
     for image in client.images(**filters_of(args)):
         if args.limit is not None and len(found) >= args.limit:
             break

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import stamp
@@ -61,50 +61,73 @@ def find_sources(
     own, adds its name as a tag: `upload photos/` sends `photos/2026/beach/a.jpg` with the tags
     `2026` and `beach` (not `photos`). A file reached twice is sent once.
     """
-    sources: list[Source] = []
-    problems: list[FileResult] = []
-    seen: set[tuple[int, int]] = set()
-
-    def add(path: Path, stat: os.stat_result, extra: tuple[str, ...]) -> None:
-        if (stat.st_dev, stat.st_ino) in seen:
-            return
-        seen.add((stat.st_dev, stat.st_ino))
-        file_tags = tuple(dict.fromkeys([*tags, *extra]))
-        sources.append(Source(path, file_tags, stat.st_size, stamp(stat)))
-
-    def walk(folder: Path, parts: tuple[str, ...]) -> None:
-        try:
-            with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
-        except OSError as error:
-            problems.append(FileResult(folder, "failed", detail=error.strerror or str(error)))
-            return
-        extra, reason = folder_tags(parts) if tags_from_folders else ((), None)
-        for entry in entries:
-            if entry.name.startswith(".") or excluded((*parts, entry.name), exclude):
-                continue
-            path = folder / entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    walk(path, (*parts, entry.name))
-                    continue
-                if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
-                    continue
-                if reason:
-                    problems.append(FileResult(path, "failed", detail=reason))
-                elif entry.is_file():
-                    add(path, entry.stat(), extra)
-            except OSError as error:
-                problems.append(FileResult(path, "failed", detail=error.strerror or str(error)))
-
+    finder = SourceFinder(tags, tags_from_folders, exclude)
     for given in paths:
         try:
             stat = given.stat()
         except OSError:
-            problems.append(FileResult(given, "failed", detail="no such file or folder"))
+            finder.problems.append(FileResult(given, "failed", detail="no such file or folder"))
             continue
         if given.is_dir():
-            walk(given, ())
+            finder.walk(given, ())
         else:
-            add(given, stat, ())
-    return sources, problems
+            finder.add(given, stat, ())
+    return finder.sources, finder.problems
+
+
+@dataclass
+class SourceFinder:
+    """The files found so far for `find_sources`, and the paths that gave none."""
+
+    tags: tuple[str, ...]
+    tags_from_folders: bool
+    exclude: tuple[str, ...]
+    sources: list[Source] = field(default_factory=list)
+    problems: list[FileResult] = field(default_factory=list)
+    seen: set[tuple[int, int]] = field(default_factory=set)
+
+    def add(self, path: Path, stat: os.stat_result, extra: tuple[str, ...]) -> None:
+        """Add a file with the tags given and those of its folders, once."""
+        if (stat.st_dev, stat.st_ino) in self.seen:
+            return
+        self.seen.add((stat.st_dev, stat.st_ino))
+        file_tags = tuple(dict.fromkeys([*self.tags, *extra]))
+        self.sources.append(Source(path, file_tags, stat.st_size, stamp(stat)))
+
+    def failed(self, path: Path, error: OSError) -> None:
+        self.problems.append(FileResult(path, "failed", detail=error.strerror or str(error)))
+
+    def walk(self, folder: Path, parts: tuple[str, ...]) -> None:
+        """Add the image files below a folder, `parts` being its path below the folder given."""
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            self.failed(folder, error)
+            return
+        extra, reason = folder_tags(parts) if self.tags_from_folders else ((), None)
+        for entry in entries:
+            if entry.name.startswith(".") or excluded((*parts, entry.name), self.exclude):
+                continue
+            try:
+                self.visit(entry, folder / entry.name, parts, extra, reason)
+            except OSError as error:
+                self.failed(folder / entry.name, error)
+
+    def visit(
+        self,
+        entry: os.DirEntry[str],
+        path: Path,
+        parts: tuple[str, ...],
+        extra: tuple[str, ...],
+        reason: str | None,
+    ) -> None:
+        """Walk a folder of a listing, or add an image file of it (or fail it with `reason`)."""
+        if entry.is_dir(follow_symlinks=False):
+            self.walk(path, (*parts, entry.name))
+        elif os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+            return
+        elif reason:
+            self.problems.append(FileResult(path, "failed", detail=reason))
+        elif entry.is_file():
+            self.add(path, entry.stat(), extra)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
@@ -225,21 +225,32 @@ class Uploader:
 
     def flush(self, batch: list[Hashed]) -> None:
         """Ask which of a batch's digests are stored; skip those, queue (or list) the rest."""
+        stored = self.stored_digests(batch)
+        if self.before_sending is not None and any(h.sha256 not in stored for h in batch):
+            self.prepare_sending(self.before_sending)
+        self.queue_requests(batch, stored)
+
+    def stored_digests(self, batch: list[Hashed]) -> dict[str, int]:
+        """Return the batch's digests the service has, each with its image's id."""
         try:
-            stored = self.client.exists(hashed.sha256 for hashed in batch)
+            return self.client.exists(hashed.sha256 for hashed in batch)
         except AuthError as error:
             self.fatal = error
-            stored = {}
         except (ApiError, Unreachable):
-            # Not knowing, send them all: an upload of stored bytes comes back as a 409.
-            stored = {}
-        if self.before_sending is not None and any(h.sha256 not in stored for h in batch):
-            # Checked once, when the first file is to be sent: a run that sends nothing asks not.
-            try:
-                self.before_sending()
-            except ImagestoreError as error:
-                self.fatal = error
-            self.before_sending = None
+            pass  # Not knowing, send them all: an upload of stored bytes comes back as a 409.
+        return {}
+
+    def prepare_sending(self, before_sending: Callable[[], None]) -> None:
+        """Run `before_sending` once, when the first file is to be sent: a run that sends
+        nothing does not."""
+        try:
+            before_sending()
+        except ImagestoreError as error:
+            self.fatal = error
+        self.before_sending = None
+
+    def queue_requests(self, batch: list[Hashed], stored: dict[str, int]) -> None:
+        """Skip the stored files of a batch, and queue the others in upload requests."""
         request: list[Hashed] = []
         for hashed in batch:
             if self.fatal is not None:
@@ -339,20 +350,27 @@ class Uploader:
             for hashed in request:
                 self.finish(hashed, "failed", detail=str(error))
             return
-        detail, body = problem_detail(response) if not response.is_success else ("", None)
         if response.status_code == 201:
-            answer = response.json()
-            for hashed, image in zip(
-                request, answer if len(request) > 1 else [answer], strict=True
-            ):
-                if image["sha256"] != hashed.sha256:
-                    changed = "the file changed while it was being read"
-                    self.finish(hashed, "failed", image["id"], changed)
-                else:
-                    self.finish(hashed, "uploaded", image["id"])
-        elif response.status_code == 401:
+            self.stored(request, response.json())
+        else:
+            self.refused(request, response)
+
+    def stored(self, request: list[Hashed], answer: Any) -> None:
+        """Record the images a 201 names (one image, or the list of several)."""
+        for hashed, image in zip(request, answer if len(request) > 1 else [answer], strict=True):
+            if image["sha256"] != hashed.sha256:
+                changed = "the file changed while it was being read"
+                self.finish(hashed, "failed", image["id"], changed)
+            else:
+                self.finish(hashed, "uploaded", image["id"])
+
+    def refused(self, request: list[Hashed], response: httpx.Response) -> None:
+        """Record an upload the service refused: stored bytes are skipped; several files are
+        sent again one by one; a 401 stops the run."""
+        detail, body = problem_detail(response)
+        if response.status_code == 401:
             raise AuthError(401, detail, body)
-        elif len(request) > 1 and response.status_code in (400, 409, 413):
+        if len(request) > 1 and response.status_code in (400, 409, 413):
             for hashed in request:
                 self.send([hashed])
         elif response.status_code == 409 and isinstance(body, dict) and "existing_id" in body:
@@ -375,40 +393,59 @@ def run_in_threads(
     """Run `task` on every item with `jobs` threads, recording each result; a 401 stops the run
     (AuthError); Ctrl-C returns the summary so far, marked `interrupted`."""
     started = time.monotonic()
-    work: queue.Queue[Any] = queue.Queue(maxsize=jobs * 4)
-    lock = threading.Lock()
-    fatal: list[Exception] = []
-
-    def worker() -> None:
-        while (item := work.get()) is not None:
-            if fatal:
-                continue
-            try:
-                result = task(item)
-            except Exception as error:  # a 401, or a bug: stop the run and say so
-                fatal.append(error)
-                continue
-            with lock:
-                summary.results.append(result)
-            if on_result is not None:
-                on_result(result)
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, jobs))]
-    for thread in threads:
-        thread.start()
+    pool = TaskPool(task, jobs, summary, on_result)
     try:
-        for item in items:
-            if fatal:
-                break
-            work.put(item)
-        for _ in threads:
-            work.put(None)
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
+        pool.run(items)
     except KeyboardInterrupt:
         summary.interrupted = True
     summary.seconds = time.monotonic() - started
-    if fatal:
-        raise fatal[0]
+    if pool.fatal:
+        raise pool.fatal[0]
     return summary
+
+
+class TaskPool(Generic[Item]):
+    """Threads that run a task on the items they are given, for `run_in_threads`."""
+
+    def __init__(
+        self,
+        task: Callable[[Item], FileResult],
+        jobs: int,
+        summary: Summary,
+        on_result: Callable[[FileResult], None] | None,
+    ) -> None:
+        self.task, self.summary, self.on_result = task, summary, on_result
+        self.work: queue.Queue[Any] = queue.Queue(maxsize=jobs * 4)
+        self.lock = threading.Lock()
+        self.fatal: list[Exception] = []
+        self.threads = [
+            threading.Thread(target=self.worker, daemon=True) for _ in range(max(1, jobs))
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def worker(self) -> None:
+        while (item := self.work.get()) is not None:
+            if self.fatal:
+                continue
+            try:
+                result = self.task(item)
+            except Exception as error:  # a 401, or a bug: stop the run and say so
+                self.fatal.append(error)
+                continue
+            with self.lock:
+                self.summary.results.append(result)
+            if self.on_result is not None:
+                self.on_result(result)
+
+    def run(self, items: Iterable[Item]) -> None:
+        """Hand out the items until one fails the run, then wait for the threads to end."""
+        for item in items:
+            if self.fatal:
+                break
+            self.work.put(item)
+        for _ in self.threads:
+            self.work.put(None)
+        for thread in self.threads:
+            while thread.is_alive():
+                thread.join(0.2)  # a join with a timeout lets Ctrl-C through
