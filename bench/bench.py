@@ -677,6 +677,21 @@ def client_upload(folder: Path, env: dict[str, str]) -> tuple[float, dict[str, A
     return elapsed, json.loads(result.stdout.splitlines()[-1])
 
 
+def new_token(url: str, auth: str, name: str) -> str:
+    """Create a bearer token through the API and return its secret."""
+    status, body = call(
+        url,
+        "POST",
+        "/api/tokens/",
+        auth,
+        json.dumps({"name": name}).encode(),
+        **{"Content-Type": "application/json"},
+    )
+    if status != 201:
+        raise RuntimeError(f"creating a token: {status} {body}")
+    return body["token"]
+
+
 def measure_client(
     instance: Instance, root: Path, script: list[str], seconds: float
 ) -> dict[str, Any]:
@@ -686,19 +701,10 @@ def measure_client(
     folder = root / "client-upload"
     unique_jpegs(folder, Path(script[1]).read_bytes(), CLIENT_FILES)
     with instance.serve("client") as server:
-        status, body = call(
-            server.url,
-            "POST",
-            "/api/tokens/",
-            instance.auth,
-            json.dumps({"name": "bench client"}).encode(),
-            **{"Content-Type": "application/json"},
-        )
-        if status != 201:
-            raise RuntimeError(f"creating a token: {status} {body}")
+        token = new_token(server.url, instance.auth, "bench client")
         env = instance.env | {
             "IMAGESTORE_URL": server.url,
-            "IMAGESTORE_TOKEN": body["token"],
+            "IMAGESTORE_TOKEN": token,
             "XDG_CACHE_HOME": str(root / "client-cache"),  # the checksum cache, cold at first
         }
         wrk(server.url + "/api/", 1, instance.auth)  # warm-up: each worker checks the password
@@ -935,17 +941,8 @@ def measure(
         big_png(big, 200 * 1000 * 1000)
         found["big_upload_bytes"] = big.stat().st_size
         # A bearer token: the upload's memory alone, without a password check.
-        status, body = call(
-            server.url,
-            "POST",
-            "/api/tokens/",
-            instance.auth,
-            json.dumps({"name": "bench"}).encode(),
-            **{"Content-Type": "application/json"},
-        )
-        if status != 201:
-            raise RuntimeError(f"creating a token: {status} {body}")
-        found["big_upload"] = upload_growth(server, f"Bearer {body['token']}", big)
+        token = new_token(server.url, instance.auth, "bench")
+        found["big_upload"] = upload_growth(server, f"Bearer {token}", big)
         big.unlink()
         print(f"200 MB upload: {found['big_upload']}", flush=True)
     found["uploads_by_workers"] = {}
