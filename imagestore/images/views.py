@@ -83,10 +83,11 @@ def refuse_unknown_filter_values(filters: dict[str, Any]) -> None:
     if uploader and db.session.scalar(User.named(uploader).with_only_columns(User.id)) is None:
         messages["created_by"] = [f"No user is named {uploader!r}."]
     content_type = filters.get("content_type")
-    stored = stored_media_types(current_app.config["IMAGE_FORMATS"])
-    if content_type and content_type.lower() not in stored:
-        listed = ", ".join(sorted(stored))
-        messages["content_type"] = [f"Images are stored as {listed}; not {content_type}."]
+    if content_type:
+        stored = stored_media_types(current_app.config["IMAGE_FORMATS"])
+        if content_type.lower() not in stored:
+            listed = ", ".join(sorted(stored))
+            messages["content_type"] = [f"Images are stored as {listed}; not {content_type}."]
     if messages:
         invalid_input({"query": messages})
 
