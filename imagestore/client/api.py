@@ -234,15 +234,17 @@ class Client:
         if params.get("ordering", "-id") in ("-id", "id"):
             params["cursor"] = ""
         params["page_size"] = str(page_size)
-        return self.walk("/api/images/", params)
+        return (Image.from_json(item) for item in self.walk("/api/images/", params))
 
-    def walk(self, url: str | None, query: dict[str, str] | None) -> Iterator[Image]:
-        """Yield the images of a list's pages, from the first to the last `next`."""
-        while url:
-            page = self.transport.call("GET", url, params=query)
-            for item in page["results"]:
-                yield Image.from_json(item)
-            url, query = self.same_origin(page.get("next")), None
+    def walk(self, url: str, query: dict[str, str]) -> Iterator[dict[str, Any]]:
+        """Yield the rows of a list's pages, from the first to the last `next` (followed on the
+        service's own address only)."""
+        link: str | None = url
+        params: dict[str, str] | None = query
+        while link:
+            page = self.transport.call("GET", link, params=params)
+            yield from page["results"]
+            link, params = self.same_origin(page.get("next")), None
 
     def image(self, image_id: int) -> Image:
         """Return one image; ApiError with status 404 when there is none."""
@@ -428,17 +430,10 @@ class Client:
 
     def tags(self, name: str | None = None) -> list[Tag]:
         """Return every tag (whose name contains `name`, any case), sorted by name."""
-        first: dict[str, str] = {"page_size": str(PAGE_SIZE)}
+        params = {"page_size": str(PAGE_SIZE)}
         if name:
-            first["name"] = name
-        params: dict[str, str] | None = first
-        url: str | None = "/api/tags/"
-        found = []
-        while url:
-            page = self.transport.call("GET", url, params=params)
-            found += [Tag.from_json(item) for item in page["results"]]
-            url, params = self.same_origin(page.get("next")), None
-        return found
+            params["name"] = name
+        return [Tag.from_json(item) for item in self.walk("/api/tags/", params)]
 
     def create_tag(self, name: str) -> Tag:
         """Create a tag; one of that name (any case) made meanwhile by someone else will do."""
