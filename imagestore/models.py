@@ -403,6 +403,16 @@ class Image(Model):
         query = select(cls.id).where(cls.sha256 == sha256).order_by(cls.id).limit(1)
         return db.session.scalar(query)
 
+    @classmethod
+    def first_with_contents(cls, digests: list[str]) -> dict[str, int]:
+        """Return, for each of these checksums that some image has, the oldest one's id."""
+        if not digests:
+            return {}
+        query = (
+            select(cls.sha256, func.min(cls.id)).where(cls.sha256.in_(digests)).group_by(cls.sha256)
+        )
+        return {sha256: image_id for sha256, image_id in db.session.execute(query)}
+
     def __repr__(self) -> str:
         return f"<Image {self.id} {self.filename}>"
 

@@ -6,10 +6,8 @@ others, so a run that is started again after an interruption sends nothing twice
 
 from typing import Any
 
-from sqlalchemy import func, select
-
 from ..auth import auth
-from ..db import db, reads_only
+from ..db import reads_only
 from ..models import Image
 from ..openapi import doc
 from ..schemas import use_args
@@ -29,13 +27,6 @@ def find_contents(json_or_form_args: dict[str, Any]) -> dict[str, Any]:
     upload with `on_duplicate=reject` would refuse as a 409.
     """
     wanted = list(dict.fromkeys(json_or_form_args["sha256"]))
-    found: dict[str, int] = {}
-    if wanted:
-        query = (
-            select(Image.sha256, func.min(Image.id))
-            .where(Image.sha256.in_(wanted))
-            .group_by(Image.sha256)
-        )
-        found = {digest: image_id for digest, image_id in db.session.execute(query)}
+    found = Image.first_with_contents(wanted)
     exists = [digest for digest in wanted if digest in found]
     return {"exists": exists, "images": {digest: found[digest] for digest in exists}}
