@@ -181,8 +181,12 @@ def verify_token(token: str) -> CurrentUser | None:
 
 
 def auth_method(req: Request) -> str | None:
-    """Return how a request tried to authenticate: "basic", "bearer", or None."""
-    scheme = req.authorization.type if req.authorization else None
+    """Return how a request tried to authenticate: "basic", "bearer", or None.
+
+    The scheme is read off the header (its case does not matter), not parsed with its
+    credentials: this runs on every API call.
+    """
+    scheme = req.headers.get("Authorization", "").partition(" ")[0].lower()
     return scheme if scheme in AUTH_METHODS else None
 
 

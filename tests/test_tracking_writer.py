@@ -114,7 +114,8 @@ def test_a_bad_row_does_not_lose_the_rest_of_its_batch(app, caplog):
         good |= {"truncated": False, "created_at": utcnow()}
         bad = good | {"status_code": None}  # NOT NULL
 
-        tracking_writer.save_or_log(db.engine, [good, bad, good])
+        rows = [tracking_writer.encode_row(row) for row in (good, bad, good)]
+        tracking_writer.save_or_log(db.engine, rows)
 
     assert stored_rows(app) == 2
     assert any("tracking row lost for GET /api/" in r.getMessage() for r in caplog.records)

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from ..auth import auth, auth_method
 from ..db import db, fetch_one
 from ..logs import request_id
-from ..models import fold_name, utcnow
+from ..models import CurrentUser, fold_name, utcnow
 from .writer import JSONText, flush_trackings, save_tracking
 
 log = logging.getLogger("imagestore.tracking")
@@ -161,14 +161,14 @@ def file_summary(upload: Any) -> dict[str, Any]:
     return {"filename": upload.filename, "content_type": upload.mimetype, "size": size}
 
 
-def request_data(req: Request, response: Response) -> tuple[Any, bool]:
+def request_data(req: Request, response: Response, user: CurrentUser | None) -> tuple[Any, bool]:
     """Return the request body as JSON-like data, and whether it was left out for its size.
 
     JSON is parsed, a form becomes its fields and file summaries. Nothing is read of the body
     of a request that did not authenticate (anyone could send megabytes), nor of a body larger
     than PARSE_LIMIT that the view did not parse itself.
     """
-    if response.status_code == 413 or auth.current_user() is None:
+    if response.status_code == 413 or user is None:
         return None, False
     size = req.content_length
     if not size and "chunked" not in req.headers.get("Transfer-Encoding", ""):
@@ -192,13 +192,14 @@ def request_data(req: Request, response: Response) -> tuple[Any, bool]:
 
 
 def capped(value: Any, limit: int) -> tuple[Any, bool]:
-    """Return the value, or its JSON text cut to `limit` characters when longer; and whether cut."""
+    """Return the value as JSON text, or that text cut to `limit` characters when longer (a
+    string, stored as one); and whether it was cut."""
     if value is None:
         return None, False
-    text = json.dumps(value, default=str)
-    if len(text.encode()) <= limit:
-        return value, False
-    return text.encode()[:limit].decode(errors="ignore"), True
+    text = json.dumps(value, default=str)  # ASCII: a character is a byte
+    if len(text) <= limit:
+        return JSONText(text), False
+    return text[:limit], True
 
 
 def needs_cleaning(text: bytes) -> bool:
@@ -216,8 +217,7 @@ def cleaned_body(text: bytes, limit: int) -> tuple[Any, bool]:
         body = json.loads(text)
     except (ValueError, RecursionError):
         return None, False
-    value, cut = capped(redact(body), limit)
-    return (value if cut else JSONText(json.dumps(value, default=str))), cut
+    return capped(redact(body), limit)
 
 
 # The same, remembered for short bodies that come back the same, such as the API root's (its
@@ -243,13 +243,12 @@ def stored_response(response: Response, limit: int) -> tuple[Any, bool]:
     return JSONText(text.decode()), False
 
 
-def stored_username(req: Request) -> str | None:
+def stored_username(req: Request, user: CurrentUser | None) -> str | None:
     """Return who the request is from: the user, or the user a failed Basic login named.
 
     A failed login is recorded under the user's own name, however its case was typed; a name
     that is no user's is not kept: it may be a password or a token typed in the wrong field.
     """
-    user = auth.current_user()
     if user is not None:
         return user.username
     attempted = req.authorization.username if req.authorization else None
@@ -263,24 +262,20 @@ def describe(req: Request, response: Response, details: bool = True) -> dict[str
     """Build the tracking row of a request, redacted and capped.
 
     Without `details` the row holds who, what, when, the status and the duration only: what is
-    written when building the whole row failed.
+    written when building the whole row failed. This runs on every API call: what the request
+    has not parsed already (query, user agent, Authorization header) is read as plain text.
     """
     user = auth.current_user()
     started = g.get("tracking_started", time.perf_counter())
     row = {
         "user_id": user.id if user else None,
-        "username": stored_username(req) if details else (user.username if user else None),
+        "username": stored_username(req, user) if details else (user.username if user else None),
         "auth_method": auth_method(req),
         "method": short(req.method, METHOD_LIMIT),
         "endpoint": short(req.path, ENDPOINT_LIMIT),
-        "query": None,
-        "data": None,
         "status_code": response.status_code,
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         "remote_addr": short(req.remote_addr, ADDRESS_LIMIT),
-        "user_agent": None,
-        "headers": None,
-        "response": None,
         "truncated": False,
         "created_at": utcnow(),
         "request_id": request_id(),
@@ -288,20 +283,22 @@ def describe(req: Request, response: Response, details: bool = True) -> dict[str
     if not details:
         return row
     limit = current_app.config["TRACKING_BODY_LIMIT"]
-    query, query_cut = capped(redact(flatten(req.args)) or None, limit)
-    data, data_left_out = request_data(req, response)
+    args = flatten(req.args) if req.query_string else None
+    query, query_cut = capped(redact(args) or None, limit)
+    data, data_left_out = request_data(req, response, user)
     data, data_cut = capped(redact(data), limit)
     body, body_cut = stored_response(response, limit)
-    agent = req.user_agent.string
+    agent = req.headers.get("User-Agent", "")
+    headers = {
+        key: REDACTED if is_secret(key) else value
+        for key, value in response.headers.items()
+        if key.lower() != "set-cookie"
+    }
     row |= {
         "query": query,
         "data": data,
         "user_agent": short(agent, TEXT_LIMIT),
-        "headers": {
-            key: REDACTED if is_secret(key) else value
-            for key, value in response.headers.items()
-            if key.lower() != "set-cookie"
-        },
+        "headers": JSONText(json.dumps(headers)),
         "response": body,
         "truncated": query_cut or data_left_out or data_cut or body_cut or len(agent) > TEXT_LIMIT,
     }

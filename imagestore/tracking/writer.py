@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from flask import Flask, current_app
@@ -40,14 +40,17 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from ..db import db, driver_sql, fetch_one
-from ..models import Tracking, UTCDateTime
+from ..models import Tracking
 
 log = logging.getLogger("imagestore.tracking")
 
-# Columns whose values are converted here (JSON text, SQLite's timestamp text).
-JSON_COLUMNS = frozenset(c.name for c in Tracking.__table__.columns if isinstance(c.type, JSON))
-TIME_COLUMNS = frozenset(
-    c.name for c in Tracking.__table__.columns if isinstance(c.type, UTCDateTime)
+# The columns a row gives, in the order of its values (the id is the database's).
+COLUMNS = tuple(c.name for c in Tracking.__table__.columns if c.name != "id")
+JSON_INDEXES = tuple(
+    index for index, name in enumerate(COLUMNS) if isinstance(Tracking.__table__.c[name].type, JSON)
+)
+CREATED_AT, METHOD, ENDPOINT, REQUEST_ID = (
+    COLUMNS.index(name) for name in ("created_at", "method", "endpoint", "request_id")
 )
 BATCH_SIZE = 500
 LINGER_SECONDS = 0.5
@@ -56,53 +59,54 @@ FLUSH_SECONDS = 10.0
 SPOOL_SUFFIX = ".rows"
 
 
-# Columns whose values the driver does not take as they are.
-CONVERTED_COLUMNS = JSON_COLUMNS | TIME_COLUMNS
-
-
 class JSONText(str):
     """JSON already encoded, such as a response body as it was sent: stored as it is."""
 
 
+def encode_row(row: dict[str, Any]) -> list[Any]:
+    """Return a row's values in the order of COLUMNS, as they are stored.
+
+    JSON columns become JSON text (a JSONText as it is, anything else encoded); the time becomes
+    UTC text as SQLAlchemy writes it to SQLite. The values are then plain text, numbers and
+    None: one line of JSON in the spool, and what SQLite's driver takes as they are. A row is
+    encoded once, in the request; the writer converts nothing but the time for PostgreSQL.
+    """
+    values: list[Any] = [row.get(column) for column in COLUMNS]
+    for index in JSON_INDEXES:
+        value = values[index]
+        if value is not None and type(value) is not JSONText:
+            values[index] = json.dumps(value, default=str)
+    created_at = values[CREATED_AT].astimezone(UTC).replace(tzinfo=None)
+    values[CREATED_AT] = created_at.isoformat(" ", "microseconds")
+    return values
+
+
+def driver_values(dialect: str, values: list[Any]) -> list[Any]:
+    """Return an encoded row as the driver takes it.
+
+    psycopg sends text as of unknown type, which PostgreSQL casts to the column's: JSON text to
+    JSONB, and the time, once its zone is named, to a timestamp.
+    """
+    if dialect == "sqlite":
+        return values
+    values = list(values)
+    values[CREATED_AT] += "+00:00"
+    return values
+
+
 @functools.cache
-def insert_sql(paramstyle: str, columns: tuple[str, ...]) -> str:
-    """Return the INSERT statement of a tracking row with these columns."""
-    names = ", ".join(f'"{column}"' for column in columns)
-    markers = ", ".join("?" for _ in columns)
+def insert_sql(paramstyle: str) -> str:
+    """Return the INSERT statement of a tracking row's COLUMNS."""
+    names = ", ".join(f'"{column}"' for column in COLUMNS)
+    markers = ", ".join("?" for _ in COLUMNS)
     return driver_sql(paramstyle, f"INSERT INTO trackings ({names}) VALUES ({markers})")
 
 
-def bind_value(dialect: str, column: str, value: Any) -> Any:
-    """Return a value as the driver takes it for this column (what the column type would do)."""
-    if value is None:
-        return None
-    if column in JSON_COLUMNS:
-        if isinstance(value, JSONText):
-            return str(value)  # PostgreSQL casts text to JSONB itself
-        if dialect == "postgresql":
-            from psycopg.types.json import Jsonb
-
-            return Jsonb(value)
-        return json.dumps(value, default=str)
-    if column in TIME_COLUMNS and dialect == "sqlite":
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # as SQLAlchemy writes it
-    return value
-
-
-def row_values(dialect: str, columns: tuple[str, ...], row: dict[str, Any]) -> list[Any]:
-    """Return a row's values in the order of `columns`, as the driver takes them."""
-    return [
-        bind_value(dialect, column, row[column]) if column in CONVERTED_COLUMNS else row[column]
-        for column in columns
-    ]
-
-
-def save_rows(engine: Engine, rows: list[dict[str, Any]]) -> None:
-    """Insert tracking rows in one transaction of their own; raise SQLAlchemy's DBAPIError."""
-    columns = tuple(rows[0])
-    sql = insert_sql(engine.dialect.paramstyle, columns)
+def save_rows(engine: Engine, rows: list[list[Any]]) -> None:
+    """Insert encoded rows in one transaction of their own; raise SQLAlchemy's DBAPIError."""
+    sql = insert_sql(engine.dialect.paramstyle)
     dialect = engine.dialect.name
-    values = [row_values(dialect, columns, row) for row in rows]
+    values = [driver_values(dialect, row) for row in rows]
     dbapi = engine.dialect.loaded_dbapi
     connection = engine.raw_connection()
     try:
@@ -130,52 +134,30 @@ def save_rows(engine: Engine, rows: list[dict[str, Any]]) -> None:
         connection.close()  # back to the pool, which rolls back anything left open
 
 
-def save_or_log(engine: Engine, rows: list[dict[str, Any]]) -> None:
+def save_or_log(engine: Engine, rows: list[list[Any]]) -> None:
     """Insert rows; when the batch fails, try each row alone and log the ones lost."""
     try:
         save_rows(engine, rows)
         return
     except DBAPIError:
         if len(rows) == 1:
-            log.exception("tracking row lost for %s %s", rows[0]["method"], rows[0]["endpoint"])
+            log.exception("tracking row lost for %s %s", rows[0][METHOD], rows[0][ENDPOINT])
             return
     for row in rows:
         save_or_log(engine, [row])
 
 
-def spool_line(row: dict[str, Any]) -> bytes:
-    """Return a row as one line of JSON; its timestamps in ISO 8601, its JSON texts as they are.
-
-    A JSON text (a response body as it was sent) goes in as JSON, not escaped into a string:
-    this runs on every request. One with a line break (pretty-printed) goes in as a string.
-    """
-    raw = {
-        key: value
-        for key, value in row.items()
-        if isinstance(value, JSONText) and "\n" not in value
-    }
-    texts = [key for key, value in row.items() if isinstance(value, JSONText) and key not in raw]
-    values = {
-        key: value.isoformat() if key in TIME_COLUMNS else value
-        for key, value in row.items()
-        if key not in raw
-    }
-    embedded = ", ".join(f"{json.dumps(key)}: {value}" for key, value in raw.items())
-    head = json.dumps({"row": values, "json_text": texts}, default=str)
-    return f'{head[:-1]}, "raw": {{{embedded}}}}}\n'.encode()
+def spool_line(values: list[Any]) -> bytes:
+    """Return an encoded row as one line of JSON (text, numbers and None: all in C, at once)."""
+    return f"{json.dumps(values)}\n".encode()
 
 
-def spooled_row(line: bytes) -> dict[str, Any]:
-    """Return the row of a spool line; raise ValueError for a line that is not one."""
-    data = json.loads(line)
-    row = data["row"]
-    for key in data["json_text"]:
-        row[key] = JSONText(row[key])
-    for key, value in data["raw"].items():
-        row[key] = JSONText(json.dumps(value))
-    for key in TIME_COLUMNS:
-        row[key] = datetime.fromisoformat(row[key])
-    return row
+def spooled_row(line: bytes) -> list[Any]:
+    """Return the encoded row of a spool line; raise ValueError for a line that is not one."""
+    values = json.loads(line)
+    if not isinstance(values, list) or len(values) != len(COLUMNS):
+        raise ValueError("not a tracking row")
+    return values
 
 
 class Spool:
@@ -202,7 +184,7 @@ class Spool:
         os.rename(hidden, path)
         return fd, path
 
-    def append(self, row: dict[str, Any]) -> None:
+    def append(self, row: list[Any]) -> None:
         """Keep a queued row in the current file."""
         if self.current is None:
             self.current = self.new_file()
@@ -242,7 +224,10 @@ class Spool:
                 continue
             try:
                 with os.fdopen(os.dup(fd), "rb") as file:
-                    rows = [row for line in file if (row := spool_row_or_none(line))]
+                    lines = file.readlines()
+                rows = [row for line in lines if (row := spool_row_or_none(line))]
+                if len(rows) < len(lines):
+                    log.error("%d unreadable tracking rows lost", len(lines) - len(rows))
                 new = [row for row in rows if not row_stored(engine, row)]
                 if new:
                     save_or_log(engine, new)
@@ -252,21 +237,21 @@ class Spool:
                 os.close(fd)
 
 
-def spool_row_or_none(line: bytes) -> dict[str, Any] | None:
-    """Return the row of a spool line, or None for a line cut short by a killed process."""
+def spool_row_or_none(line: bytes) -> list[Any] | None:
+    """Return the encoded row of a spool line, or None for a line cut short by a killed process."""
     try:
         return spooled_row(line)
-    except (ValueError, KeyError, TypeError):
+    except ValueError:
         return None
 
 
 ROW_STORED = "SELECT 1 FROM trackings WHERE request_id = ? AND created_at = ?"
 
 
-def row_stored(engine: Engine, row: dict[str, Any]) -> bool:
+def row_stored(engine: Engine, row: list[Any]) -> bool:
     """Tell whether a row is in the log already: its process died after committing it."""
-    created_at = bind_value(engine.dialect.name, "created_at", row["created_at"])
-    return fetch_one(engine, ROW_STORED, (row["request_id"], created_at)) is not None
+    values = driver_values(engine.dialect.name, row)
+    return fetch_one(engine, ROW_STORED, (values[REQUEST_ID], values[CREATED_AT])) is not None
 
 
 class TrackingWriter:
@@ -275,14 +260,14 @@ class TrackingWriter:
     def __init__(self, engine: Engine, spool_folder: str) -> None:
         self.engine = engine
         self.spool = Spool(spool_folder)
-        self.rows: deque[dict[str, Any]] = deque()
+        self.rows: deque[list[Any]] = deque()
         self.pending = 0  # queued or being written
         self.changed = threading.Condition()
         self.thread: threading.Thread | None = None
         self.pid = 0
         self.flushing = 0  # readers waiting for the queue to empty
 
-    def submit(self, row: dict[str, Any]) -> None:
+    def submit(self, row: list[Any]) -> None:
         """Queue a row for the background thread; write it at once when the queue is full."""
         with self.changed:
             if self.pending >= QUEUE_LIMIT:
@@ -354,10 +339,11 @@ class TrackingWriter:
 
 def save_tracking(row: dict[str, Any]) -> None:
     """Write one tracking row: queued for this worker's writer thread, or at once."""
+    values = encode_row(row)
     if not current_app.config["TRACKING_WRITE_BEHIND"]:
-        save_rows(db.engine, [row])
+        save_rows(db.engine, [values])
         return
-    tracking_writer(current_app).submit(row)
+    tracking_writer(current_app).submit(values)
 
 
 def tracking_writer(app: Flask) -> TrackingWriter:
