@@ -190,3 +190,19 @@ def test_rows_of_a_spool_file_are_written_once(app, database_url, tmp_path):
 
     assert stored_rows(app) == 3
     assert spool_files(app) == []
+
+
+def test_an_unreadable_spool_line_is_logged_and_the_rest_written(
+    app, database_url, tmp_path, caplog
+):
+    caplog.set_level(logging.ERROR, logger="imagestore.tracking")
+    killed_worker(app, database_url, tmp_path)
+    [left] = spool_files(app)
+    with left.open("ab") as spool:
+        spool.write(b'["cut short by a kill\n')
+
+    tracking_writer.flush_trackings(app)
+
+    assert stored_rows(app) == 3
+    assert spool_files(app) == []
+    assert any("1 unreadable tracking rows lost" in r.getMessage() for r in caplog.records)
