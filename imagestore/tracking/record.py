@@ -289,16 +289,15 @@ def describe(req: Request, response: Response, details: bool = True) -> dict[str
     data, data_cut = capped(redact(data), limit)
     body, body_cut = stored_response(response, limit)
     agent = req.headers.get("User-Agent", "")
-    headers = {
-        key: REDACTED if is_secret(key) else value
-        for key, value in response.headers.items()
-        if key.lower() != "set-cookie"
-    }
     row |= {
         "query": query,
         "data": data,
         "user_agent": short(agent, TEXT_LIMIT),
-        "headers": JSONText(json.dumps(headers)),
+        "headers": {
+            key: REDACTED if is_secret(key) else value
+            for key, value in response.headers.items()
+            if key.lower() != "set-cookie"
+        },
         "response": body,
         "truncated": query_cut or data_left_out or data_cut or body_cut or len(agent) > TEXT_LIMIT,
     }

@@ -66,10 +66,11 @@ class JSONText(str):
 def encode_row(row: dict[str, Any]) -> list[Any]:
     """Return a row's values in the order of COLUMNS, as they are stored.
 
-    JSON columns become JSON text (a JSONText as it is, anything else encoded); the time becomes
-    UTC text as SQLAlchemy writes it to SQLite. The values are then plain text, numbers and
-    None: one line of JSON in the spool, and what SQLite's driver takes as they are. A row is
-    encoded once, in the request; the writer converts nothing but the time for PostgreSQL.
+    A column the row leaves out is None. JSON columns become JSON text (a JSONText as it is,
+    anything else encoded); the time becomes UTC text as SQLAlchemy writes it to SQLite. The
+    values are then plain text, numbers and None: one line of JSON in the spool, and what
+    SQLite's driver takes as they are. A row is encoded once, in the request; the writer
+    converts nothing but the time for PostgreSQL.
     """
     values: list[Any] = [row.get(column) for column in COLUMNS]
     for index in JSON_INDEXES:
@@ -238,7 +239,8 @@ class Spool:
 
 
 def spool_row_or_none(line: bytes) -> list[Any] | None:
-    """Return the encoded row of a spool line, or None for a line cut short by a killed process."""
+    """Return the encoded row of a spool line, or None for a line that is not one: cut short by
+    a killed process, or written in another version's format."""
     try:
         return spooled_row(line)
     except ValueError:
