@@ -361,6 +361,17 @@ def test_tracking_records_a_failed_bearer_attempt(client, admin):
     assert "ims_wrong" not in json.dumps(row)
 
 
+def test_tracking_records_the_scheme_of_a_malformed_header(client, admin):
+    response = client.get("/api/tags/", headers={"Authorization": "BASIC not-base64!"})
+
+    row = trackings_of(client, admin, "/api/tags/")[0]
+
+    assert response.status_code == 401
+    assert row["auth_method"] == "basic"
+    assert row["username"] is None
+    assert "not-base64" not in json.dumps(row)
+
+
 def test_tracking_records_no_method_without_credentials(client, admin):
     client.get("/api/tags/")
 
