@@ -1,5 +1,6 @@
 """App-wide behaviour: the API root, authentication, errors, configuration and the database."""
 
+import io
 import os
 import stat
 import subprocess
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 from flask import request
-from helpers import POSTGRES_URL, settings
+from helpers import PASSWORD, POSTGRES_URL, image_bytes, settings
 from sqlalchemy import inspect, text
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -387,6 +388,47 @@ def test_migrated_database_matches_the_models(tmp_path, build_app):
     result = runner.invoke(args=["db", "check"])
 
     assert result.exit_code == 0, result.output
+
+
+def test_upgrade_retypes_mpo_and_apng_images_as_their_format(make_app, empty_database_url):
+    """Images stored as MPO or image/apng before the upgrade are JPEG and PNG after it, found
+    by the `content_type` filter, their bytes and other images untouched."""
+    app, alice = make_app(DATABASE_URL=empty_database_url), ("alice", PASSWORD)
+    runner, client = app.test_cli_runner(), app.test_client()
+    assert runner.invoke(args=["db", "upgrade", "c2cfa74431de"]).exit_code == 0
+    assert runner.invoke(args=["users", "create", alice[0], "--password", alice[1]]).exit_code == 0
+    ids = [
+        client.post("/api/images/", data={"image": (io.BytesIO(content), "a")}, auth=alice).json[
+            "id"
+        ]
+        for content in (image_bytes("JPEG"), image_bytes("PNG"), image_bytes("GIF"))
+    ]
+    with app.app_context(), db.engine.begin() as connection:
+        for image_id, fmt, content_type in (
+            (ids[0], "MPO", "image/mpo"),
+            (ids[1], "PNG", "image/apng"),
+        ):
+            connection.execute(
+                text("UPDATE images SET format = :fmt, content_type = :type WHERE id = :id"),
+                {"fmt": fmt, "type": content_type, "id": image_id},
+            )
+    before = {
+        image["id"]: image for image in client.get("/api/images/", auth=alice).json["results"]
+    }
+
+    result = runner.invoke(args=["db", "upgrade"])
+
+    assert result.exit_code == 0, result.output
+    after = {image["id"]: image for image in client.get("/api/images/", auth=alice).json["results"]}
+    assert [(after[i]["format"], after[i]["content_type"]) for i in ids] == [
+        ("JPEG", "image/jpeg"),
+        ("PNG", "image/png"),
+        ("GIF", "image/gif"),
+    ]
+    assert {i: after[i]["sha256"] for i in ids} == {i: before[i]["sha256"] for i in ids}
+    jpegs = client.get("/api/images/?content_type=image/jpeg", auth=alice).json["results"]
+    assert [image["id"] for image in jpegs] == [ids[0]]
+    assert client.get(after[ids[0]]["image"], auth=alice).content_type == "image/jpeg"
 
 
 @SQLITE_ONLY

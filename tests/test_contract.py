@@ -194,8 +194,7 @@ def test_an_unknown_tag_in_tags_gives_an_empty_page_as_the_old_service_did(
         (
             "content_type=image/jpg",
             "content_type",
-            "Images are stored as image/gif, image/jpeg, image/mpo, image/png, image/webp;"
-            " not image/jpg.",
+            "Images are stored as image/gif, image/jpeg, image/png, image/webp; not image/jpg.",
         ),
     ],
 )

@@ -282,6 +282,38 @@ def test_upload_stores_the_file_with_the_suffix_of_its_format(
     assert stored.endswith(".webp")
 
 
+def several_pictures(fmt: str) -> bytes:
+    """Return a file of two pictures: an MPO (a JPEG with a second picture after it, as phone
+    cameras write), or an animated PNG."""
+    buffer = io.BytesIO()
+    first, second = PILImage.new("RGB", (12, 7), "teal"), PILImage.new("RGB", (12, 7), "navy")
+    first.save(buffer, fmt, save_all=True, append_images=[second])
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content_type", "suffix"), [("MPO", "image/jpeg", ".jpg"), ("PNG", "image/png", ".png")]
+)
+def test_an_mpo_is_a_jpeg_and_an_animated_png_a_png(
+    app: Flask,
+    client: FlaskClient,
+    alice: tuple[str, str],
+    upload: Callable[..., Any],
+    fmt: str,
+    content_type: str,
+    suffix: str,
+) -> None:
+    """Pillow opens them as MPO and APNG, types browsers do not show or the filter refused."""
+    image = upload(alice, content=several_pictures(fmt), filename=f"camera.{fmt.lower()}").json
+
+    assert (image["format"], image["content_type"]) == (fmt.replace("MPO", "JPEG"), content_type)
+    [stored] = media_files(app)
+    assert stored.endswith(suffix)
+    found = client.get(f"/api/images/?content_type={content_type}", auth=alice)
+    assert result_ids(found) == [image["id"]]
+    assert client.get(image["image"], auth=alice).content_type == content_type
+
+
 NOISY_PNG = noisy_png()
 NOT_IMAGES = {
     "text": (b"just some words\n", "notes.png", NOT_AN_IMAGE),

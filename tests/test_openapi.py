@@ -292,7 +292,6 @@ def test_downloads_are_binary_in_every_image_type_and_as_octet_stream(
         content = responses[status]["content"]
         assert list(content) == [
             "image/jpeg",
-            "image/mpo",  # a multi-picture JPEG, as cameras write them
             "image/png",
             "image/gif",
             "image/webp",

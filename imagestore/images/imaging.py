@@ -28,9 +28,9 @@ SUFFIXES = {
     "TIFF": ".tif",
     "BMP": ".bmp",
 }
-# Formats Pillow also reports for files it opens as an accepted one: a JPEG with more pictures
-# after the first, as cameras write them, is an MPO; the image keeps the media type Pillow names.
-STORED_AS_WELL = {"JPEG": ("MPO",)}
+# Formats Pillow names for files that are an accepted format to every reader, and are stored as
+# it: a JPEG with more pictures after the first, as phone cameras write them, opens as an MPO.
+STORED_AS = {"MPO": "JPEG"}
 FILENAME_MAX = 255
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MB = 1024 * 1024
@@ -60,8 +60,7 @@ MMAP_THRESHOLD = 128 * 1024
 def stored_media_types(formats: list[str]) -> list[str]:
     """Return the media types of images stored in these accepted formats, in their order."""
     PILImage.init()
-    names = [also for name in formats for also in (name, *STORED_AS_WELL.get(name, ()))]
-    return list(dict.fromkeys(PILImage.MIME[name] for name in names if name in PILImage.MIME))
+    return list(dict.fromkeys(PILImage.MIME[name] for name in formats if name in PILImage.MIME))
 
 
 class NotAnImage(Exception):
@@ -124,12 +123,13 @@ def inspect_image(path: str, limits: DecodeLimits) -> ImageInfo:
     No pixel is decoded here: the pixel count and the memory decoding takes are judged first.
     """
     with opened(path, limits.formats, limits.max_pixels) as image:
-        content_type = image.get_format_mimetype()
+        stored_as = STORED_AS.get(image.format or "", image.format)
         # Pillow names the format and media type of every file it opens from an accepted plugin.
-        if image.format is None or content_type is None:
+        content_type = PILImage.MIME.get(stored_as or "")
+        if stored_as is None or content_type is None:
             raise NotAnImage("The image's format is not known.")
         info = ImageInfo(
-            format=image.format,
+            format=stored_as,
             content_type=content_type,
             width=image.width,
             height=image.height,

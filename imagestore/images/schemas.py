@@ -29,8 +29,13 @@ class ImageSchema(Schema):
         metadata={"type": "object", "additionalProperties": {"type": "string", "format": "uri"}},
     )
     filename = fields.String(metadata={"description": "The uploaded file's name, cleaned."})
-    content_type = fields.String(metadata={"description": "The media type of the file's bytes."})
-    format = fields.String(metadata={"description": "The image format Pillow read: JPEG, PNG..."})
+    content_type = fields.String(metadata={"description": "The media type of the image's format."})
+    format = fields.String(
+        metadata={
+            "description": "The image format, by Pillow's name: JPEG, PNG, GIF, WEBP... (a JPEG"
+            " with more pictures after the first, an MPO, is a JPEG)."
+        }
+    )
     size = fields.Integer(metadata={"description": "The file's length in bytes."})
     width = fields.Integer(metadata={"description": "In pixels."})
     height = fields.Integer(metadata={"description": "In pixels."})
