@@ -1395,6 +1395,37 @@ def test_download_answers_a_range_request(
     assert response.data == content[:10]
 
 
+@pytest.mark.parametrize(
+    "wanted", ["items=0-9", "bytes=0-1,4-5", "bytes=ten-twenty", "bytes=9-2", "bytes"]
+)
+def test_download_ignores_a_range_it_does_not_serve(
+    client: FlaskClient, alice: tuple[str, str], upload: Callable[..., Any], wanted: str
+) -> None:
+    """Another unit, several ranges or an unreadable one: the whole file, not a 416."""
+    content = image_bytes("PNG")
+    image_id = upload(alice, content=content).json["id"]
+
+    response = client.get(f"/api/images/{image_id}/file", headers={"Range": wanted}, auth=alice)
+
+    assert response.status_code == 200
+    assert response.data == content
+    assert "Content-Range" not in response.headers
+
+
+def test_download_of_a_range_past_the_end_is_416(
+    client: FlaskClient, alice: tuple[str, str], upload: Callable[..., Any]
+) -> None:
+    content = image_bytes("PNG")
+    image_id = upload(alice, content=content).json["id"]
+
+    response = client.get(
+        f"/api/images/{image_id}/file", headers={"Range": f"bytes={len(content)}-"}, auth=alice
+    )
+
+    assert response.status_code == 416
+    assert response.headers["Content-Range"] == f"bytes */{len(content)}"
+
+
 def test_any_user_downloads_anothers_file(
     client: FlaskClient, bob: tuple[str, str], photo: dict[str, Any]
 ) -> None:

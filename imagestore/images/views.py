@@ -3,10 +3,11 @@
 import os
 from typing import Any
 
-from flask import current_app, url_for
+from flask import current_app, request, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 from werkzeug.exceptions import Conflict, NotFound, PreconditionFailed
+from werkzeug.http import parse_range_header
 from werkzeug.wrappers import Response
 
 from ..auth import auth, ensure_may_change
@@ -211,6 +212,7 @@ def get_image_file(image_id: int, query_args: dict[str, Any]) -> Response:
     if image is None:
         raise no_image(image_id)
     key, mimetype, etag, filename = file_to_send(image, query_args.get("size"))
+    ignore_unusable_range()
     response = get_storage().send(
         key, mimetype=mimetype, etag=etag, filename=filename, last_modified=image.created_at
     )
@@ -222,6 +224,18 @@ def get_image_file(image_id: int, query_args: dict[str, Any]) -> Response:
     # A file opened straight in a browser runs no script, whatever it holds (an SVG, say).
     response.headers["Content-Security-Policy"] = DOWNLOAD_POLICY
     return response
+
+
+def ignore_unusable_range() -> None:
+    """Drop a Range header the service does not serve (another unit than bytes, several
+    ranges, or unreadable): the whole file is sent with a 200, as RFC 9110 (14.2) has it,
+    rather than a 416. A single range past the file's end is still a 416."""
+    value = request.environ.get("HTTP_RANGE")
+    if value is None:
+        return
+    wanted = parse_range_header(value)
+    if wanted is None or wanted.units != "bytes" or len(wanted.ranges) != 1:
+        del request.environ["HTTP_RANGE"]
 
 
 def file_to_send(image: Image, size: int | None) -> tuple[str, str, str, str]:
