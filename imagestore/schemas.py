@@ -396,8 +396,22 @@ class RootSchema(Schema):
     tags = fields.Url()
     trackings = fields.Url()
     tokens = fields.Url()
+    me = fields.Url(metadata={"description": "Who the credentials are for."})
     docs = fields.Url(metadata={"description": "Swagger UI: try every route in a browser."})
     openapi = fields.Url(metadata={"description": "This OpenAPI document."})
+
+
+class MeSchema(Schema):
+    """The user the request's credentials are for, and how they were given."""
+
+    id = fields.Integer()
+    username = fields.String()
+    is_admin = fields.Boolean(
+        metadata={"description": "Whether the user may read the tracking log and change all."}
+    )
+    auth_method = fields.String(
+        metadata={"enum": ["basic", "bearer"], "description": "A password or a bearer token."}
+    )
 
 
 tag_schema = TagSchema()

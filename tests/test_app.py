@@ -47,6 +47,7 @@ def test_api_root_links_to_every_collection(client, alice, path):
         "tags": "http://localhost/api/tags/",
         "trackings": "http://localhost/api/trackings/",
         "tokens": "http://localhost/api/tokens/",
+        "me": "http://localhost/api/me/",
         "docs": "http://localhost/api/docs/",
         "openapi": "http://localhost/api/openapi.json",
     }

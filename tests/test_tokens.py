@@ -390,3 +390,35 @@ def test_tracking_redacts_the_new_token(client, alice, admin):
     assert row["response"]["name"] == "deploy"
     assert row["data"] == {"name": "deploy"}
     assert secret not in json.dumps(row)
+
+
+# Who the credentials are for: /api/me/
+
+
+@pytest.mark.parametrize("path", ["/api/me/", "/api/me"])
+def test_me_names_the_user_of_a_password(client, alice, path):
+    response = client.get(path, auth=("ALICE", alice[1]))
+
+    assert response.status_code == 200
+    assert response.json == {
+        "id": response.json["id"],
+        "username": "alice",
+        "is_admin": False,
+        "auth_method": "basic",
+    }
+
+
+def test_me_names_the_owner_of_a_token_and_an_admin(client, alice, admin):
+    secret = create_token(client, admin)["token"]
+
+    response = client.get("/api/me/", headers=bearer(secret))
+
+    assert response.status_code == 200
+    assert (response.json["username"], response.json["is_admin"]) == ("root", True)
+    assert response.json["auth_method"] == "bearer"
+    assert response.json["id"] != client.get("/api/me/", auth=alice).json["id"]
+
+
+def test_me_needs_credentials(client, alice):
+    assert client.get("/api/me/").status_code == 401
+    assert client.get("/api/me/", auth=(alice[0], "wrong")).status_code == 401

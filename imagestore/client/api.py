@@ -166,7 +166,6 @@ class Client:
             raise ImagestoreError(f"Not an http(s) URL: {url!r}.")
         auth: httpx.Auth | None
         self.auth_kind: Literal["token", "basic", "netrc"] | None
-        self.username = username
         token = token or (None if username else os.environ.get("IMAGESTORE_TOKEN"))
         if username:
             auth, self.auth_kind = httpx.BasicAuth(username, password or ""), "basic"
@@ -200,26 +199,13 @@ class Client:
     # Who
 
     def whoami(self) -> Identity:
-        """Return who the credentials belong to, and whether they are an administrator's.
-
-        The caller's token list names its owner (a token lists itself); an administrator is
-        the one who may read the tracking log.
-        """
+        """Return who the credentials belong to, and whether they are an administrator's."""
         if self.auth_kind is None:
             raise ImagestoreError(
                 "No credentials: set IMAGESTORE_TOKEN, pass a user, or add the host to ~/.netrc."
             )
-        tokens = self.transport.call("GET", "/api/tokens/", params={"page_size": 1})
-        username = tokens["results"][0]["username"] if tokens["results"] else self.username
-        if username is None and self.auth_kind == "netrc":
-            found = netrc.netrc(os.environ.get("NETRC")).authenticators(
-                urlsplit(self.url).hostname or ""
-            )
-            username = found[0] if found else None
-        answer = self.transport.request("GET", "/api/trackings/", params={"page_size": 1})
-        if answer.status_code not in (200, 403):
-            raise_for_answer(answer)
-        return Identity(self.url, username, self.auth_kind, answer.status_code == 200)
+        me = self.transport.call("GET", "/api/me/")
+        return Identity(self.url, me["username"], self.auth_kind, me["is_admin"])
 
     # Images
 

@@ -104,7 +104,7 @@ class Identity:
     """Who the client acts as."""
 
     url: str
-    username: str | None
+    username: str
     auth: Literal["token", "basic", "netrc"]
     admin: bool
 
