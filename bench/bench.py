@@ -1083,13 +1083,13 @@ def render(
             checks.append(
                 (
                     "tracking costs at most 15 % on image list page 1",
-                    f"{cost:.1%}",
+                    f"{cost:.2%}",  # two decimals: a cost just over the mark shows as over
                     cost <= TRACKING_COST_MAX,
                 )
             )
         lines.append(
             f"| `{path}` | {on_rps:,.0f} | {on_ratio:.1%} | {off_rps:,.0f} | {off_ratio:.1%} | "
-            f"{', '.join(f'{value:.1%}' for value in by_round)} | {cost:.1%} |"
+            f"{', '.join(f'{value:.1%}' for value in by_round)} | {cost:.2%} |"
         )
     lines += [
         "",
