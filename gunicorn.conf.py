@@ -6,7 +6,9 @@ behind nginx, which alone faces clients: sync workers must never be reached dire
 Environment: HOST and PORT (default 127.0.0.1:8000), WEB_CONCURRENCY (number of workers).
 """
 
+import json
 import os
+import socket
 
 # Address: the same HOST and PORT variables that `make run` takes.
 bind = f"{os.environ.get('HOST') or '127.0.0.1'}:{os.environ.get('PORT') or '8000'}"
@@ -26,8 +28,8 @@ max_requests_jitter = 2000
 
 # nginx in front bounds a request's head (16 KB a line, 64 KB in all) and answers what is larger
 # with problem JSON. gunicorn's own limits are wider, so that whatever nginx passes on reaches
-# the app (gunicorn's refusals are HTML pages). 0 lifts the limit on the request line (8190
-# bytes at most otherwise); 32768 header fields is gunicorn's maximum.
+# the app (a refusal of gunicorn's never reaches the tracking log). 0 lifts the limit on the
+# request line (8190 bytes at most otherwise); 32768 header fields is gunicorn's maximum.
 limit_request_line = 0
 limit_request_fields = 32768
 limit_request_field_size = 32768
@@ -44,8 +46,36 @@ accesslog = None
 errorlog = "-"
 
 
+def write_problem(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """Write one of gunicorn's own refusals of a request it cannot read (a control character
+    in a header value, say) as problem+json, the shape of the app's errors, not as its HTML."""
+    from gunicorn import util
+
+    problem = {
+        "type": "about:blank",
+        "title": reason,
+        "status": status_int,
+        "detail": mesg or reason,
+    }
+    body = json.dumps(problem).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/problem+json\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        "Cache-Control: no-store\r\n"
+        "Referrer-Policy: no-referrer\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 def post_worker_init(worker: object) -> None:
-    """Move the loaded app out of the garbage collector's sight: its scans get much shorter."""
+    """Move the loaded app out of the garbage collector's sight: its scans get much shorter.
+    Answer gunicorn's own refusals with problem+json (its workers call `util.write_error`)."""
     import gc
 
+    from gunicorn import util
+
+    util.write_error = write_problem
     gc.freeze()

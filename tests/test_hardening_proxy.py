@@ -351,8 +351,9 @@ def test_a_body_over_the_upload_limit_gets_413_problem_json(server):
         "GET /api/\u00e9 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(),
         b"get /api/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         b"GET /api/ HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: example.com\r\n\r\n",
+        b"GET /api/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Note: a\x01b\r\n\r\n",
     ],
-    ids=["no-request-line", "raw-utf8-url", "lowercase-method", "two-hosts"],
+    ids=["no-request-line", "raw-utf8-url", "lowercase-method", "two-hosts", "control-character"],
 )
 def test_a_malformed_request_gets_400_problem_json(server, head):
     """Attack: request lines and heads that nginx or gunicorn refuse (gunicorn with HTML)."""
