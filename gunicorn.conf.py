@@ -10,6 +10,8 @@ import json
 import os
 import socket
 
+from gunicorn import util
+
 # Address: the same HOST and PORT variables that `make run` takes.
 bind = f"{os.environ.get('HOST') or '127.0.0.1'}:{os.environ.get('PORT') or '8000'}"
 
@@ -48,20 +50,20 @@ errorlog = "-"
 
 def write_problem(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
     """Write one of gunicorn's own refusals of a request it cannot read (a control character
-    in a header value, say) as problem+json, the shape of the app's errors, not as its HTML."""
-    from gunicorn import util
+    in a header value, say) as problem+json, the body the app and nginx answer errors with,
+    not as gunicorn's HTML page. The status's own name is sent: gunicorn's `reason` may not
+    be it (its 501 says "Bad Request")."""
+    # Loaded with the app already: a refusal is answered in a worker.
+    from werkzeug.exceptions import default_exceptions
 
-    problem = {
-        "type": "about:blank",
-        "title": reason,
-        "status": status_int,
-        "detail": mesg or reason,
-    }
-    body = json.dumps(problem).encode()
+    from imagestore.errors import PROBLEM_JSON, error_body
+
+    error = default_exceptions[status_int](mesg or None)
+    body = json.dumps(error_body(error)).encode()
     head = (
-        f"HTTP/1.1 {status_int} {reason}\r\n"
+        f"HTTP/1.1 {error.code} {error.name}\r\n"
         "Connection: close\r\n"
-        "Content-Type: application/problem+json\r\n"
+        f"Content-Type: {PROBLEM_JSON}\r\n"
         "X-Content-Type-Options: nosniff\r\n"
         "Cache-Control: no-store\r\n"
         "Referrer-Policy: no-referrer\r\n"
@@ -74,8 +76,6 @@ def post_worker_init(worker: object) -> None:
     """Move the loaded app out of the garbage collector's sight: its scans get much shorter.
     Answer gunicorn's own refusals with problem+json (its workers call `util.write_error`)."""
     import gc
-
-    from gunicorn import util
 
     util.write_error = write_problem
     gc.freeze()
