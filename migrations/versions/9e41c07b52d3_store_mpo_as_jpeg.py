@@ -12,7 +12,6 @@ downgrade leaves them so: which image was an MPO is no longer known.
 
 """
 
-import sqlalchemy as sa
 from alembic import op
 
 revision = "9e41c07b52d3"
@@ -20,27 +19,13 @@ down_revision = "c2cfa74431de"
 branch_labels = None
 depends_on = None
 
-RETYPE = sa.text(
-    "UPDATE images SET format = :format, content_type = :content_type"
-    " WHERE format = :old_format OR content_type = :old_content_type"
-)
-
 
 def upgrade():
-    connection = op.get_bind()
-    for old_format, old_content_type, format, content_type in (
-        ("MPO", "image/mpo", "JPEG", "image/jpeg"),
-        ("APNG", "image/apng", "PNG", "image/png"),
-    ):
-        connection.execute(
-            RETYPE,
-            {
-                "format": format,
-                "content_type": content_type,
-                "old_format": old_format,
-                "old_content_type": old_content_type,
-            },
-        )
+    op.execute(
+        "UPDATE images SET format = 'JPEG', content_type = 'image/jpeg' WHERE format = 'MPO'"
+    )
+    # Pillow names an animated PNG's format PNG already: only its media type was its own.
+    op.execute("UPDATE images SET content_type = 'image/png' WHERE content_type = 'image/apng'")
 
 
 def downgrade():
