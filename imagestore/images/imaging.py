@@ -123,9 +123,9 @@ def inspect_image(path: str, limits: DecodeLimits) -> ImageInfo:
     No pixel is decoded here: the pixel count and the memory decoding takes are judged first.
     """
     with opened(path, limits.formats, limits.max_pixels) as image:
-        stored_as = STORED_AS.get(image.format or "", image.format)
         # Pillow names the format and media type of every file it opens from an accepted plugin.
-        content_type = PILImage.MIME.get(stored_as or "")
+        stored_as = STORED_AS.get(image.format, image.format) if image.format else None
+        content_type = PILImage.MIME.get(stored_as) if stored_as else None
         if stored_as is None or content_type is None:
             raise NotAnImage("The image's format is not known.")
         info = ImageInfo(
