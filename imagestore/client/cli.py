@@ -8,6 +8,7 @@ Ctrl-C (running the same command again finishes the job).
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import json
 import os
@@ -398,5 +399,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("interrupted; run the same command again to finish", INTERRUPTED)
 
 
+def command() -> int:
+    """Run the `imagestore` console script. Every object its imports made lives until the
+    process ends: frozen, they are not walked by the collections of the interpreter's exit,
+    which would otherwise take a fifth of a run that has nothing to upload."""
+    code = main()
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())
