@@ -440,6 +440,28 @@ def test_a_second_run_reads_only_the_files_that_changed(
     assert len(stored_copies(server, changed)) == 1
 
 
+def test_the_cache_knows_a_file_by_its_absolute_path(
+    server: LiveServer, token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_image(tmp_path / "pics" / "day" / "a.png")
+    read: list[Path] = []
+    original = upload_module.read_once
+
+    def counted(source: Source) -> tuple[str, int, bytes | None]:
+        read.append(source.path)
+        return original(source)
+
+    monkeypatch.setattr(upload_module, "read_once", counted)
+    monkeypatch.chdir(tmp_path)
+    with Client(server.url, token=token) as client:
+        client.upload(["pics"])
+        monkeypatch.chdir(tmp_path / "pics" / "day")
+        again = client.upload([tmp_path / "pics", "a.png", "../day/./a.png"])
+
+    assert read == [Path("pics/day/a.png")]
+    assert [result.outcome for result in again.results] == ["skipped"]
+
+
 def test_a_wrong_cached_checksum_makes_no_duplicate(
     server: LiveServer, token: str, home: Path, tmp_path: Path, checksum_cache: Path
 ) -> None:

@@ -48,10 +48,11 @@ class ChecksumCache:
         except (OSError, sqlite3.Error):
             self.close()
 
-    def lookup(self, files: Iterable[tuple[Path, str]]) -> dict[Path, str]:
-        """Return the cached digest of each (path, stamp) whose stamp is the one stored."""
-        wanted = {os.path.abspath(path): (path, state) for path, state in files}
-        found: dict[Path, str] = {}
+    def lookup(self, files: Iterable[tuple[str, str]]) -> dict[str, str]:
+        """Return the cached digest of each (absolute path, stamp) whose stamp is the one
+        stored, by path."""
+        wanted = dict(files)
+        found: dict[str, str] = {}
         keys = list(wanted)
         try:
             for start in range(0, len(keys) if self.connection else 0, LOOKUP_CHUNK):
@@ -61,24 +62,22 @@ class ChecksumCache:
                     f"SELECT path, stamp, sha256 FROM files WHERE path IN ({marks})", chunk
                 )
                 for key, state, sha256 in rows:
-                    path, now = wanted[key]
-                    if state == now:
-                        found[path] = sha256
+                    if state == wanted[key]:
+                        found[key] = sha256
         except sqlite3.Error:
             self.close()
             return {}
         return found
 
-    def store(self, files: list[tuple[Path, str, str]]) -> None:
-        """Remember the digests of files just read: (path, stamp, sha256) each."""
+    def store(self, files: list[tuple[str, str, str]]) -> None:
+        """Remember the digests of files just read: (absolute path, stamp, sha256) each."""
         if self.connection is None or not files:
             return
-        rows = [(os.path.abspath(path), state, sha256) for path, state, sha256 in files]
         try:
             with self.connection:
                 self.connection.execute("BEGIN")
                 self.connection.executemany(
-                    "INSERT OR REPLACE INTO files (path, stamp, sha256) VALUES (?, ?, ?)", rows
+                    "INSERT OR REPLACE INTO files (path, stamp, sha256) VALUES (?, ?, ?)", files
                 )
         except sqlite3.Error:
             self.close()

@@ -26,6 +26,7 @@ class Source:
     tags: tuple[str, ...]
     size: int
     stamp: str = ""  # what stat said of it (cache.stamp)
+    key: str = ""  # its absolute path, which the checksum cache knows it by
 
 
 def excluded(parts: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
@@ -69,9 +70,9 @@ def find_sources(
             finder.problems.append(FileResult(given, "failed", detail="no such file or folder"))
             continue
         if given.is_dir():
-            finder.walk(given, ())
+            finder.walk(given, (), os.path.abspath(given))
         else:
-            finder.add(given, stat, ())
+            finder.add(given, stat, finder.tags, os.path.abspath(given))
     return finder.sources, finder.problems
 
 
@@ -86,19 +87,19 @@ class SourceFinder:
     problems: list[FileResult] = field(default_factory=list)
     seen: set[tuple[int, int]] = field(default_factory=set)
 
-    def add(self, path: Path, stat: os.stat_result, extra: tuple[str, ...]) -> None:
-        """Add a file with the tags given and those of its folders, once."""
+    def add(self, path: Path, stat: os.stat_result, tags: tuple[str, ...], key: str) -> None:
+        """Add a file with these tags, once."""
         if (stat.st_dev, stat.st_ino) in self.seen:
             return
         self.seen.add((stat.st_dev, stat.st_ino))
-        file_tags = tuple(dict.fromkeys([*self.tags, *extra]))
-        self.sources.append(Source(path, file_tags, stat.st_size, stamp(stat)))
+        self.sources.append(Source(path, tags, stat.st_size, stamp(stat), key))
 
     def failed(self, path: Path, error: OSError) -> None:
         self.problems.append(FileResult(path, "failed", detail=error.strerror or str(error)))
 
-    def walk(self, folder: Path, parts: tuple[str, ...]) -> None:
-        """Add the image files below a folder, `parts` being its path below the folder given."""
+    def walk(self, folder: Path, parts: tuple[str, ...], key: str) -> None:
+        """Add the image files below a folder, `parts` being its path below the folder given
+        and `key` its absolute path."""
         try:
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
@@ -106,28 +107,20 @@ class SourceFinder:
             self.failed(folder, error)
             return
         extra, reason = folder_tags(parts) if self.tags_from_folders else ((), None)
+        tags = tuple(dict.fromkeys([*self.tags, *extra]))
         for entry in entries:
-            if entry.name.startswith(".") or excluded((*parts, entry.name), self.exclude):
+            name = entry.name
+            if name.startswith(".") or excluded((*parts, name), self.exclude):
                 continue
+            path = folder / name
             try:
-                self.visit(entry, folder / entry.name, parts, extra, reason)
+                if entry.is_dir(follow_symlinks=False):
+                    self.walk(path, (*parts, name), os.path.join(key, name))
+                elif os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+                    continue
+                elif reason:
+                    self.problems.append(FileResult(path, "failed", detail=reason))
+                elif entry.is_file():
+                    self.add(path, entry.stat(), tags, os.path.join(key, name))
             except OSError as error:
-                self.failed(folder / entry.name, error)
-
-    def visit(
-        self,
-        entry: os.DirEntry[str],
-        path: Path,
-        parts: tuple[str, ...],
-        extra: tuple[str, ...],
-        reason: str | None,
-    ) -> None:
-        """Walk a folder of a listing, or add an image file of it (or fail it with `reason`)."""
-        if entry.is_dir(follow_symlinks=False):
-            self.walk(path, (*parts, entry.name))
-        elif os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
-            return
-        elif reason:
-            self.problems.append(FileResult(path, "failed", detail=reason))
-        elif entry.is_file():
-            self.add(path, entry.stat(), extra)
+                self.failed(path, error)

@@ -66,16 +66,22 @@ class Budget:
         self.changed = threading.Condition()
 
     def fits(self, amount: int) -> bool:
+        if not amount:
+            return True
         with self.changed:
             return self.used == 0 or self.used + amount <= self.limit
 
     def take(self, amount: int) -> None:
+        if not amount:
+            return
         with self.changed:
             while self.used and self.used + amount > self.limit:
                 self.changed.wait(0.5)
             self.used += amount
 
     def give_back(self, amount: int) -> None:
+        if not amount:
+            return
         with self.changed:
             self.used -= amount
             self.changed.notify_all()
@@ -111,9 +117,9 @@ class Uploader:
     ) -> None:
         self.client = client
         self.cache = cache
-        self.cached: dict[Path, str] = {}
-        # Digests read in this run, for the cache: (path, stamp, sha256).
-        self.fresh: list[tuple[Path, str, str]] = []
+        self.cached: dict[str, str] = {}  # by absolute path
+        # Digests read in this run, for the cache: (absolute path, stamp, sha256).
+        self.fresh: list[tuple[str, str, str]] = []
         self.before_sending = before_sending
         self.jobs = max(1, jobs)
         self.dry_run = dry_run
@@ -144,7 +150,7 @@ class Uploader:
         workers = [] if self.dry_run else [self.start_worker() for _ in range(self.jobs)]
         try:
             if self.cache is not None:
-                self.cached = self.cache.lookup((s.path, s.stamp) for s in sources)
+                self.cached = self.cache.lookup((s.key, s.stamp) for s in sources)
             self.feed(sources)
             for _ in workers:
                 self.queue.put(None)
@@ -176,7 +182,7 @@ class Uploader:
         for source in sources:
             if self.fatal is not None:
                 return
-            reserve = 0 if source.path in self.cached else min(source.size, IN_MEMORY_MAX)
+            reserve = 0 if source.key in self.cached else min(source.size, IN_MEMORY_MAX)
             if self.batch and not self.budget.fits(reserve):
                 self.flush_batch()
             self.budget.take(reserve)
@@ -187,8 +193,8 @@ class Uploader:
     def take(self, source: Source, reserve: int) -> None:
         """Read a file (unless the cache knows its digest) and add it to the batch, or skip a
         copy, or fail it; flush the batch when it is full, or when a worker waits for files."""
-        if source.path in self.cached:
-            sha256, size, content = self.cached[source.path], source.size, None
+        if source.key in self.cached:
+            sha256, size, content = self.cached[source.key], source.size, None
         else:
             try:
                 sha256, size, content = read_once(source)
@@ -197,7 +203,7 @@ class Uploader:
                 failure = FileResult(source.path, "failed", detail=error.strerror or str(error))
                 self.record(failure)
                 return
-            self.fresh.append((source.path, source.stamp, sha256))
+            self.fresh.append((source.key, source.stamp, sha256))
         if sha256 in self.seen:
             self.budget.give_back(reserve)
             copy = f"same bytes as {self.seen[sha256]}"
