@@ -31,8 +31,9 @@ from helpers import PROJECT, free_port
 from live_server import LiveServer, serve
 from PIL import Image as PILImage
 
-from imagestore.client import ApiError, Client, Image, MissingTags, Tag
+from imagestore.client import ApiError, Client, FileResult, Image, MissingTags, Tag
 from imagestore.client import upload as upload_module
+from imagestore.client.output import JsonReporter
 from imagestore.client.sources import Source
 
 # Every test runs the command against gunicorn.
@@ -339,6 +340,26 @@ def test_plain_lines_name_each_file_and_its_image(
     lines = result.stdout.splitlines()
     assert lines[0] == f"uploaded   {tmp_path / 'a.png'} (image {image['id']})"
     assert lines[1].startswith("1 uploaded, 0 skipped, 0 failed in ")
+
+
+def test_a_json_line_is_sent_while_the_run_goes_on() -> None:
+    """Lines are not flushed one by one, but none waits for the end of the run."""
+    read_end, write_end = os.pipe()
+    with open(write_end, "w") as out:
+        report = JsonReporter(out=out)
+        report.result(FileResult(Path("a.png"), "skipped", "ab" * 32, 3, 7))
+        ready, _, _ = select.select([read_end], [], [], 5)
+        sent = os.read(read_end, 65536) if ready else b""
+        report.close()
+    os.close(read_end)
+
+    assert json.loads(sent) == {
+        "event": "skipped",
+        "path": "a.png",
+        "id": 7,
+        "sha256": "ab" * 32,
+        "size": 3,
+    }
 
 
 def test_a_terminal_gets_a_progress_bar(
