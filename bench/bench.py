@@ -64,6 +64,9 @@ RSS_MAX_MB, UPLOAD_GROWTH_MAX_MB = 80.0, 30.0
 # and a second run of the same folder against the first.
 CLIENT_FILES, CLIENT_JOBS = 1000, 4
 CLIENT_SHARE, CLIENT_RERUN_MAX = 0.80, 0.05
+# A run that uploads nothing lasts a tenth of a second, which one sample on a shared machine
+# does not measure: the second run is made this many times, and its median compared.
+CLIENT_RERUNS = 5
 
 
 # Processes and HTTP
@@ -696,8 +699,9 @@ def measure_client(
     instance: Instance, root: Path, script: list[str], seconds: float
 ) -> dict[str, Any]:
     """Upload a folder of 1,000 JPEGs (those wrk sends, each made unique) with the `imagestore`
-    command, twice, on a server of its own; wrk's upload rate on that server is measured just
-    before and just after the first run, and the client compared with their mean."""
+    command, then again `CLIENT_RERUNS` times, on a server of its own; wrk's upload rate on that
+    server is measured just before and just after the first run, and the client compared with
+    their mean."""
     folder = root / "client-upload"
     unique_jpegs(folder, Path(script[1]).read_bytes(), CLIENT_FILES)
     with instance.serve("client") as server:
@@ -711,7 +715,10 @@ def measure_client(
         before = wrk(server.url + "/api/images/", seconds, instance.auth, script)
         first_seconds, first = client_upload(folder, env)
         after = wrk(server.url + "/api/images/", seconds, instance.auth, script)
-        second_seconds, second = client_upload(folder, env)
+        again = sorted(
+            (client_upload(folder, env) for _ in range(CLIENT_RERUNS)), key=lambda run: run[0]
+        )
+    second_seconds, second = again[len(again) // 2]
     found = {
         "wrk_rps": (before.rps + after.rps) / 2,
         "wrk_runs": [before.rps, after.rps],
@@ -719,6 +726,9 @@ def measure_client(
         "first": first,
         "second_seconds": second_seconds,
         "second": second,
+        "second_runs": [seconds for seconds, _ in again],
+        "second_uploaded": sum(summary["uploaded"] for _, summary in again),
+        "second_failed": sum(summary["failed"] for _, summary in again),
         "bytes": sum(path.stat().st_size for path in folder.iterdir()),
     }
     shutil.rmtree(folder)
@@ -732,7 +742,10 @@ def render_client(client: dict[str, Any], checks: list[tuple[str, str, bool]]) -
     share = rate / client["wrk_rps"]
     rerun = client["second_seconds"] / client["first_seconds"]
     ok_rate = share >= CLIENT_SHARE and first["uploaded"] == CLIENT_FILES and not first["failed"]
-    ok_rerun = rerun < CLIENT_RERUN_MAX and second["uploaded"] == 0 and not second["failed"]
+    ok_rerun = (
+        rerun < CLIENT_RERUN_MAX and client["second_uploaded"] == 0 and not client["second_failed"]
+    )
+    runs = client["second_runs"]
     checks.append(
         (
             f"`imagestore upload -j {CLIENT_JOBS}` of {CLIENT_FILES:,} images: at least"
@@ -745,7 +758,7 @@ def render_client(client: dict[str, Any], checks: list[tuple[str, str, bool]]) -
         (
             "a second run of the same folder uploads nothing, in under"
             f" {CLIENT_RERUN_MAX:.0%} of the first run's time",
-            f"{second['uploaded']} uploaded, {rerun:.1%}",
+            f"{client['second_uploaded']} uploaded, {rerun:.1%}",
             ok_rerun,
         )
     )
@@ -767,7 +780,8 @@ def render_client(client: dict[str, Any], checks: list[tuple[str, str, bool]]) -
         f" {client['first_seconds']:.2f} | {first['seconds']:.2f} | {rate:,.0f} |"
         f" {share:.1%} of wrk's {client['wrk_rps']:,.0f}/s | ≥ {CLIENT_SHARE:.0%}"
         f" {verdict(ok_rate)} |",
-        f"| second, same folder | {second['uploaded']:,} | {second['skipped']:,} |"
+        f"| second, same folder (median of {len(runs)}) | {second['uploaded']:,} |"
+        f" {second['skipped']:,} |"
         f" {second['failed']} | {client['second_seconds']:.2f} | {second['seconds']:.2f} | — |"
         f" {rerun:.1%} of the first run's time | < {CLIENT_RERUN_MAX:.0%} {verdict(ok_rerun)} |",
         "",
@@ -777,7 +791,9 @@ def render_client(client: dict[str, Any], checks: list[tuple[str, str, bool]]) -
         f" ({client['second_seconds'] - second['seconds']:.2f} s of the second run). The"
         " first run sends up to 10 files of the same tags in a request; the second reads no"
         " file (their checksums are cached, size and times unchanged) and asks the service"
-        " once which of the 1,000 checksums it has.",
+        f" once which of the 1,000 checksums it has. It was made {len(runs)} times"
+        f" ({', '.join(f'{seconds:.2f}' for seconds in runs)} s): in all, they uploaded"
+        f" {client['second_uploaded']} files and failed {client['second_failed']}.",
     ]
 
 
