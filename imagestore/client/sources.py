@@ -25,8 +25,8 @@ class Source:
     path: Path
     tags: tuple[str, ...]
     size: int
-    stamp: str = ""  # what stat said of it (cache.stamp)
-    key: str = ""  # its absolute path, which the checksum cache knows it by
+    stamp: str  # what stat said of it (cache.stamp)
+    key: str  # its absolute path, which the checksum cache knows it by
 
 
 def excluded(parts: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
