@@ -402,7 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def command() -> int:
     """Run the `imagestore` console script. Every object its imports made lives until the
     process ends: frozen, they are not walked by the collections of the interpreter's exit,
-    which would otherwise take a fifth of a run that has nothing to upload."""
+    which would otherwise take about 4 % of the instructions of a run that has nothing to
+    upload."""
     code = main()
     gc.freeze()
     return code
