@@ -19,6 +19,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    bindparam,
     delete,
     func,
     insert,
@@ -408,10 +409,13 @@ class Image(Model):
         """Return, for each of these checksums that some image has, the oldest one's id."""
         if not digests:
             return {}
+        # One expanding parameter: the thousand digests are bound, not each made a literal.
         query = (
-            select(cls.sha256, func.min(cls.id)).where(cls.sha256.in_(digests)).group_by(cls.sha256)
+            select(cls.sha256, func.min(cls.id))
+            .where(cls.sha256.in_(bindparam("digests", expanding=True)))
+            .group_by(cls.sha256)
         )
-        return {sha256: image_id for sha256, image_id in db.session.execute(query)}
+        return dict(db.session.execute(query, {"digests": digests}).all())
 
     def __repr__(self) -> str:
         return f"<Image {self.id} {self.filename}>"

@@ -238,6 +238,24 @@ class Checksum(fields.String):
         return text
 
 
+class Checksums(fields.List):
+    """A list of `Checksum`s, as a client asks which of its files are stored: a thousand at
+    once. Well-formed lists are checked in one pass; any other goes through `Checksum` item by
+    item, which names the bad ones."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(Checksum(), **kwargs)
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> list[Any]:
+        if isinstance(value, list) and all(type(item) is str for item in value):
+            digests = [item.lower() for item in value]
+            if all(SHA256_HEX.fullmatch(digest) for digest in digests):
+                return digests
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class Cursor(fields.Integer):
     """A keyset cursor: the id past which a list goes on; empty (or 0) starts at its first row."""
 

@@ -139,6 +139,24 @@ def test_exists_refuses_a_malformed_digest_naming_it(client: FlaskClient, alice:
     }
 
 
+def test_exists_refuses_what_is_not_a_string_naming_it(client: FlaskClient, alice: Auth) -> None:
+    good = digest(b"x")
+
+    response = client.post(URL, json={"sha256": [good, 5, None, good.upper()]}, auth=alice)
+
+    assert response.status_code == 400
+    assert response.json["errors"] == {
+        "json": {"sha256": {"1": ["Not a valid string."], "2": ["Field may not be null."]}}
+    }
+
+
+def test_exists_refuses_digests_not_in_a_list(client: FlaskClient, alice: Auth) -> None:
+    response = client.post(URL, json={"sha256": digest(b"x")}, auth=alice)
+
+    assert response.status_code == 400
+    assert response.json["errors"] == {"json": {"sha256": ["Not a valid list."]}}
+
+
 def test_exists_refuses_a_body_without_digests(client: FlaskClient, alice: Auth) -> None:
     response = client.post(URL, json={"sha": [digest(b"x")]}, auth=alice)
 

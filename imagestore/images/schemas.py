@@ -7,7 +7,16 @@ from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from ..models import fold_name
-from ..schemas import Checksum, Creator, Cursor, DatedPageArgs, Input, TagNames, Timestamp
+from ..schemas import (
+    Checksum,
+    Checksums,
+    Creator,
+    Cursor,
+    DatedPageArgs,
+    Input,
+    TagNames,
+    Timestamp,
+)
 from ..urls import external_url
 
 
@@ -203,8 +212,7 @@ MAX_CHECKSUMS_PER_QUERY = 1000
 
 
 class ContentQuery(Input):
-    sha256 = fields.List(
-        Checksum(),
+    sha256 = Checksums(
         required=True,
         validate=validate.Length(
             max=MAX_CHECKSUMS_PER_QUERY,
