@@ -160,7 +160,8 @@ def test_upload_tags_each_file_with_its_folders(
     top = write_image(root / "c.png")
     write_image(root / ".cache" / "hidden.png")
     write_image(root / "2026" / ".hidden.png")
-    (root / "notes.txt").write_text("not an image")
+    for name in ("notes.txt", "README", "png", "c.png.txt"):
+        (root / name).write_text("not an image")
 
     result = imagestore(
         server,

@@ -7,6 +7,7 @@ import fnmatch
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .cache import stamp
 from .models import FileResult
@@ -18,9 +19,8 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Source:
-    """A file to upload, with the tags it gets."""
+class Source(NamedTuple):
+    """A file to upload, with the tags it gets (a tuple: a folder gives thousands of them)."""
 
     path: Path
     tags: tuple[str, ...]
@@ -108,19 +108,20 @@ class SourceFinder:
             return
         extra, reason = folder_tags(parts) if self.tags_from_folders else ((), None)
         tags = tuple(dict.fromkeys([*self.tags, *extra]))
+        prefix = os.path.join(key, "")
         for entry in entries:
             name = entry.name
-            if name.startswith(".") or excluded((*parts, name), self.exclude):
+            if name.startswith(".") or (self.exclude and excluded((*parts, name), self.exclude)):
                 continue
             path = folder / name
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    self.walk(path, (*parts, name), os.path.join(key, name))
-                elif os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+                    self.walk(path, (*parts, name), prefix + name)
+                elif name[name.rfind(".") :].lower() not in IMAGE_SUFFIXES:
                     continue
                 elif reason:
                     self.problems.append(FileResult(path, "failed", detail=reason))
                 elif entry.is_file():
-                    self.add(path, entry.stat(), tags, os.path.join(key, name))
+                    self.add(path, entry.stat(), tags, prefix + name)
             except OSError as error:
                 self.failed(path, error)
