@@ -132,6 +132,7 @@ class Uploader:
         )
         self.lock = threading.Lock()
         self.queue: queue.Queue[list[Hashed] | None] = queue.Queue()
+        self.workers: list[threading.Thread] = []  # started with the first request to send
         self.budget = Budget(MEMORY_BUDGET)
         # An error that ends the run: refused credentials, or tags that do not exist.
         self.fatal: ImagestoreError | None = None
@@ -147,14 +148,13 @@ class Uploader:
         """Upload every source; return the summary (`interrupted` after Ctrl-C). Raise
         AuthError when the credentials stop working, MissingTags for tags that do not exist."""
         started = time.monotonic()
-        workers = [] if self.dry_run else [self.start_worker() for _ in range(self.jobs)]
         try:
             if self.cache is not None:
                 self.cached = self.cache.lookup((s.key, s.stamp) for s in sources)
             self.feed(sources)
-            for _ in workers:
+            for _ in self.workers:
                 self.queue.put(None)
-            for worker in workers:
+            for worker in self.workers:
                 while worker.is_alive():
                     worker.join(0.2)
         except KeyboardInterrupt:
@@ -269,11 +269,18 @@ class Uploader:
                 if hashed.content is None and hashed.size <= IN_MEMORY_MAX:
                     self.load(hashed)
                 if request and not self.joins(request, hashed):
-                    self.queue.put(request)
+                    self.send_later(request)
                     request = []
                 request.append(hashed)
         if request:
-            self.queue.put(request)
+            self.send_later(request)
+
+    def send_later(self, request: list[Hashed]) -> None:
+        """Queue an upload request for the workers, which start with the first: a run that
+        sends nothing starts no thread."""
+        if not self.workers:
+            self.workers = [self.start_worker() for _ in range(self.jobs)]
+        self.queue.put(request)
 
     def load(self, hashed: Hashed) -> None:
         """Read a file to be sent whose digest came from the cache. Its digest is taken from
