@@ -50,8 +50,9 @@ def result_text(result: FileResult) -> str:
 class Reporter:
     """Plain lines: one per file on stdout, retries and failures again on stderr.
 
-    Lines on stdout are sent within `FLUSH_EVERY` seconds by a thread of the reporter's, and at
-    the end: the thousand files a second run skips at once are one write, not a thousand.
+    Lines on stdout are sent within `FLUSH_EVERY` seconds by a thread of the reporter's, started
+    with the first line, and at the end: the thousand files a second run skips at once are one
+    write, not a thousand.
     """
 
     def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
@@ -59,13 +60,16 @@ class Reporter:
         self.lock = threading.Lock()
         self.unflushed = False
         self.closed = threading.Event()
-        threading.Thread(target=self.flush_now_and_then, daemon=True).start()
+        self.flusher: threading.Thread | None = None
 
     def write(self, line: str) -> None:
         """Write a line on stdout; it is flushed within `FLUSH_EVERY` seconds."""
         with self.lock:
             self.out.write(line + "\n")
             self.unflushed = True
+            if self.flusher is None:
+                self.flusher = threading.Thread(target=self.flush_now_and_then, daemon=True)
+                self.flusher.start()
 
     def flush(self) -> None:
         with self.lock:
