@@ -53,6 +53,8 @@ def settings(database_url: str, tmp_path: Any) -> dict[str, Any]:
         "DATABASE_URL": database_url,
         "SECRET_KEY": "test secret",
         "MEDIA_FOLDER": str(tmp_path / "media"),
+        # The test's own, not the instance folder of the project (`make run`'s, and every test's).
+        "TRACKING_SPOOL_FOLDER": str(tmp_path / "tracking-spool"),
         # A cheap hash keeps the suite fast; one test checks the default method.
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
         # Rows are written before the response ends, so tests may read them at once;

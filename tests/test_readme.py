@@ -96,7 +96,13 @@ def test_the_readme_runs_top_to_bottom(server: LiveServer, tmp_path: Path) -> No
     result = subprocess.run(
         ["bash", str(path)],
         cwd=tmp_path,
-        env=server.env | {"PATH": os.environ["PATH"]},
+        # A new user's home: no ~/.netrc of the machine's, and a checksum cache of the test's own.
+        env=server.env
+        | {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "XDG_CACHE_HOME": str(tmp_path / ".cache"),
+        },
         capture_output=True,
         text=True,
         timeout=300,
