@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# pytest-xdist workers: one per CPU, at most four (each makes its own template database and,
+# for the S3 tests, starts its own SeaweedFS); PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= auto
+PYTEST := $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --maxprocesses 4
 FLASK := $(BIN)/flask --app imagestore
 
 .PHONY: install install-test run test test-fast lint format bench bench-quick
@@ -31,13 +35,13 @@ run: install nginx
 	HOST=$(HOST) PORT=$(PORT) exec $(BIN)/python -m imagestore.serve
 
 test: install-test
-	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(PYTEST) --cov --cov-report=term $(PYTEST_ARGS)
 
 # The quick loop: `make test` without the tests marked slow (a live server, nginx, a browser, a
 # fuzzer: over about 2 s each) or service (PostgreSQL, SeaweedFS, Redis, nginx, chromium), and
 # without coverage, which costs a third more time.
 test-fast: install-test
-	$(BIN)/python -m pytest -m "not slow and not service" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not service" $(PYTEST_ARGS)
 
 lint: install-test
 	$(BIN)/ruff format --check .
