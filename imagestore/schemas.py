@@ -226,16 +226,22 @@ class Input(Schema):
         return {key: data[key] for key in data if key not in self.read_only}
 
 
+def sha256_hex(text: str) -> str | None:
+    """Return a SHA-256 given in hexadecimal, any case, in lower case; None if it is not one."""
+    digest = text.lower()
+    return digest if SHA256_HEX.fullmatch(digest) else None
+
+
 class Checksum(fields.String):
     """A SHA-256 in hexadecimal, any case; loaded in lower case."""
 
     def _deserialize(
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
     ) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs).lower()
-        if not SHA256_HEX.fullmatch(text):
+        digest = sha256_hex(super()._deserialize(value, attr, data, **kwargs))
+        if digest is None:
             raise ValidationError("Must be 64 hexadecimal digits.")
-        return text
+        return digest
 
 
 class Checksums(fields.List):
@@ -250,8 +256,8 @@ class Checksums(fields.List):
         self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
     ) -> list[Any]:
         if isinstance(value, list) and all(type(item) is str for item in value):
-            digests = [item.lower() for item in value]
-            if all(SHA256_HEX.fullmatch(digest) for digest in digests):
+            digests = [sha256_hex(item) for item in value]
+            if None not in digests:
                 return digests
         return super()._deserialize(value, attr, data, **kwargs)
 
