@@ -29,11 +29,13 @@ class Source(NamedTuple):
     key: str  # its absolute path, which the checksum cache knows it by
 
 
-def excluded(parts: tuple[str, ...], patterns: tuple[str, ...]) -> bool:
-    """Tell whether a path (its parts below the folder given) matches an --exclude glob: the
-    glob is matched against each folder and file name on the way, and against the path so far."""
+def excluded(parts: tuple[str, ...], name: str, patterns: tuple[str, ...]) -> bool:
+    """Tell whether a path (the folders below the folder given, then its name) matches an
+    --exclude glob: the glob is matched against each folder and file name on the way, and
+    against the path so far."""
     if not patterns:
         return False
+    parts = (*parts, name)
     candidates = [*parts, *("/".join(parts[: end + 1]) for end in range(1, len(parts)))]
     return any(fnmatch.fnmatchcase(name, glob) for glob in patterns for name in candidates)
 
@@ -111,7 +113,7 @@ class SourceFinder:
         prefix = os.path.join(key, "")
         for entry in entries:
             name = entry.name
-            if name.startswith(".") or (self.exclude and excluded((*parts, name), self.exclude)):
+            if name.startswith(".") or excluded(parts, name, self.exclude):
                 continue
             path = folder / name
             try:
