@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -21,7 +22,6 @@ from helpers import (
     POSTGRES_URL,
     PROJECT,
     admin_connection,
-    free_port,
     migrate_database,
     settings,
     venv_program,
@@ -42,6 +42,20 @@ class LiveServer:
     log: Path
     pid: int  # gunicorn's master process
     env: dict[str, str]  # the app's settings, for `flask` commands on the same data
+
+    def workers(self) -> list[int]:
+        """Return the pids of gunicorn's workers: the children of its master."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as stat:
+                        parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+                except OSError:
+                    continue  # ended meanwhile
+                if parent == self.pid:
+                    pids.append(int(entry))
+        return sorted(pids)
 
     def log_tail(self, lines: int = 40) -> str:
         """Return the end of the server's log without access lines, for failure messages."""
@@ -117,14 +131,16 @@ def serve(
     with own_database(tmp_path) as database_url:
         if users:
             add_users(database_url, tmp_path)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
+        # gunicorn inherits a socket bound here: a port merely found free could be taken by
+        # another test's server before gunicorn binds it, and that server would answer instead.
+        listener = socket.create_server(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         log = tmp_path / "gunicorn.log"
         command = [
             venv_program("gunicorn"),
             "--no-control-socket",
             "--bind",
-            f"127.0.0.1:{port}",
+            f"fd://{listener.fileno()}",
             "--workers",
             "3",
             "--worker-class",
@@ -143,7 +159,9 @@ def serve(
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=(listener.fileno(),),
             )
+        listener.close()
         try:
             wait_until_serving(url, process)
             yield LiveServer(url, ("alice", PASSWORD), ("root", PASSWORD), log, process.pid, env)

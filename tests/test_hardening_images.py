@@ -434,20 +434,6 @@ def worst_accepted() -> list[tuple[str, bytes]]:
     ]
 
 
-def gunicorn_workers(url: str) -> list[int]:
-    """Return the worker processes of the gunicorn serving `url` (children of its master)."""
-    bind = urlsplit(url).netloc.encode()
-    serving = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if bind in (entry / "cmdline").read_bytes():
-                    serving.add(int(entry.name))
-            except OSError:
-                continue  # ended meanwhile
-    return sorted(pid for pid in serving if int(status_field(pid, "PPid")) in serving)
-
-
 def call(url: str, auth: Auth, method: str = "GET", body: bytes = b"", **headers: str) -> Any:
     """Send one request; return its status and its body (JSON when it is JSON)."""
     parts = urlsplit(url)
@@ -488,7 +474,7 @@ def test_worst_accepted_images_keep_every_gunicorn_worker_under_300_mb(tmp_path:
     """
     images = worst_accepted()
     with serve(tmp_path) as server:
-        workers = gunicorn_workers(server.url)
+        workers = server.workers()
         assert workers, server.log_tail()
         peaks: dict[int, float] = {}
         for name, content in images:
@@ -499,7 +485,7 @@ def test_worst_accepted_images_keep_every_gunicorn_worker_under_300_mb(tmp_path:
                 assert status == 200, (name, size, data)
             for pid in workers:
                 peaks[pid] = max(peaks.get(pid, 0.0), status_mb(pid, "VmHWM"))
-        assert gunicorn_workers(server.url) == workers, "a worker was replaced"
+        assert server.workers() == workers, "a worker was replaced"
 
     assert max(peaks.values()) > defaults.MAX_DECODED_MB  # the worst cases did run
     assert all(peak < WORKER_PEAK_MB for peak in peaks.values()), peaks

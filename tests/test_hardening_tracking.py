@@ -385,21 +385,6 @@ def upload_body(number: int) -> tuple[bytes, str]:
     return head.encode() + image + tail.encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def worker_pids(server: LiveServer) -> list[int]:
-    """Return the pids of the gunicorn workers of a live server."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            if parent == server.pid:
-                pids.append(int(entry))
-    return pids
-
-
 def stored_request_ids(server: LiveServer) -> set[str]:
     """Return the request id of every tracking row, read page by page as the admin."""
     token = base64.b64encode(":".join(server.admin).encode()).decode()
@@ -446,7 +431,7 @@ def test_every_answered_request_has_its_row_when_workers_are_killed(live):
     killed = 0
     while any(thread.is_alive() for thread in threads) and killed < 8:
         time.sleep(0.4)
-        if pids := worker_pids(live):
+        if pids := live.workers():
             os.kill(random.choice(pids), signal.SIGKILL)
             killed += 1
     for thread in threads:
