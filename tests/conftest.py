@@ -21,8 +21,8 @@ from helpers import (
     settings,
 )
 from seaweed import S3Server, start_seaweedfs, stop_seaweedfs, weed_binary
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
 
 from imagestore import create_app
 from imagestore.auth import hash_password
@@ -32,6 +32,8 @@ from imagestore.models import User
 # Fixtures that start a service besides the database: a test that uses one, directly or through
 # another fixture, is marked `service`, which `make test-fast` leaves out.
 SERVICE_FIXTURES = {"s3_server"}
+# Every sequence of the database starts again at 1, as TRUNCATE's RESTART IDENTITY does.
+RESTART_SEQUENCES = "SELECT setval(oid::regclass, 1, false) FROM pg_class WHERE relkind = 'S'"
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
@@ -44,7 +46,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Migrate one database for the whole run; each test starts from a clean copy of it."""
+    """Migrate one database for the whole run; each test starts from it empty: from a copy of
+    the SQLite file, or on the PostgreSQL database that the test before emptied."""
     tmp_path = tmp_path_factory.mktemp("template")
     if POSTGRES_URL is None:
         path = tmp_path / "template.sqlite"
@@ -79,21 +82,34 @@ def empty_database_url(tmp_path: Any) -> Iterator[str]:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def database_url(database_template: str, tmp_path: Any) -> Iterator[str]:
-    """Return the URL of a migrated, empty database for one test."""
+@pytest.fixture(scope="session")
+def template_engine(database_template: str) -> Iterator[Engine | None]:
+    """Return an engine on the PostgreSQL template, which each test empties after it (None on
+    SQLite, where each test has a copy)."""
     if POSTGRES_URL is None:
+        yield None
+        return
+    engine = create_engine(database_template)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def database_url(
+    database_template: str, template_engine: Engine | None, tmp_path: Any
+) -> Iterator[str]:
+    """Return the URL of a migrated, empty database for one test."""
+    if template_engine is None:
         path = tmp_path / "imagestore.sqlite"
         shutil.copyfile(database_template, path)
         yield f"sqlite:///{path}"
         return
     yield database_template
-    app = create_app(settings(database_template, tmp_path))
-    with app.app_context():
-        tables = ", ".join(table.name for table in db.metadata.sorted_tables)
-        with db.engine.begin() as connection:
-            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-        db.engine.dispose()
+    # DELETE, children first, and the sequences set back: TRUNCATE takes ten times as long.
+    with template_engine.begin() as connection:
+        for table in reversed(db.metadata.sorted_tables):
+            connection.execute(table.delete())
+        connection.execute(text(RESTART_SEQUENCES))
 
 
 @pytest.fixture
