@@ -44,18 +44,13 @@ class LiveServer:
     env: dict[str, str]  # the app's settings, for `flask` commands on the same data
 
     def workers(self) -> list[int]:
-        """Return the pids of gunicorn's workers: the children of its master."""
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as stat:
-                        parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-                except OSError:
-                    continue  # ended meanwhile
-                if parent == self.pid:
-                    pids.append(int(entry))
-        return sorted(pids)
+        """Return the pids of gunicorn's workers: the children of its master (none once it
+        has ended)."""
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+        except OSError:
+            return []
+        return sorted(int(pid) for pid in children.split())
 
     def log_tail(self, lines: int = 40) -> str:
         """Return the end of the server's log without access lines, for failure messages."""
