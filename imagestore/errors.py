@@ -135,9 +135,20 @@ def refuse_nul_characters() -> None:
         raise BadRequest("The URL must not contain NUL characters.")
 
 
+def refuse_invalid_host() -> None:
+    """Answer 400 for a Host header that is not a host name or address (with a port or not):
+    the links of every answer are built on it. A request without one (HTTP/1.0) gets the
+    server's address."""
+    if not request.host and "Host" in request.headers:
+        given = request.headers["Host"][:100]
+        raise BadRequest(f"The Host header {given!r} is not a host name or address.")
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Answer every error, expected or not, with problem+json; refuse URLs with NUL characters."""
+    """Answer every error, expected or not, with problem+json; refuse URLs with NUL characters
+    and Host headers that are no host."""
     app.before_request(refuse_nul_characters)
+    app.before_request(refuse_invalid_host)
 
     # Unexpected exceptions reach this handler as a 500 (Flask logs their traceback first).
     @app.errorhandler(HTTPException)

@@ -126,6 +126,33 @@ def test_a_forged_host_is_refused_when_trusted_hosts_are_set(make_app, alice):
     assert trusted.json["images"] == "http://images.example.com/api/images/"
 
 
+@pytest.mark.parametrize(
+    "host",
+    ["[::1", "images example com", "images.example.com:99999999", "evil@images.example.com", "a/b"],
+)
+def test_a_host_header_that_is_no_host_is_a_400_and_tracked(client, alice, admin, host):
+    """A Host header no link can be built on: answered with links to `http:///` before."""
+    response = client.get("/api/images/", headers={"Host": host}, auth=alice)
+
+    assert response.status_code == 400
+    assert response.content_type == "application/problem+json"
+    assert response.json["detail"] == f"The Host header {host!r} is not a host name or address."
+    rows = client.get("/api/trackings/", query_string={"status_code": 400}, auth=admin).json
+    assert [(row["endpoint"], row["username"]) for row in rows["results"]] == [
+        ("/api/images/", "alice")
+    ]
+
+
+@pytest.mark.parametrize(
+    "host", ["images.example.com", "images.example.com:8443", "127.0.0.1:8000", "[::1]:8000"]
+)
+def test_the_links_of_an_answer_name_the_host_it_was_asked_of(client, alice, host):
+    response = client.get("/api/", headers={"Host": host}, auth=alice)
+
+    assert response.status_code == 200
+    assert response.json["images"] == f"http://{host}/api/images/"
+
+
 # Cross-site requests
 
 

@@ -360,6 +360,18 @@ def test_a_malformed_request_gets_400_problem_json(server, head):
     assert_nginx_problem(send_raw(server.port, head), 400)
 
 
+@pytest.mark.parametrize(
+    "host", [b"[::1", b"a b", b"127.0.0.1:99999999", b"evil@127.0.0.1", b"a/b"]
+)
+def test_a_host_header_that_is_no_host_gets_400_problem_json(server, host):
+    """Attack: a Host that no link of the answer can be built on, refused by nginx or the app."""
+    answer = send_raw(server.port, b"GET /api/images/ HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+
+    assert answer.status == 400, answer.body
+    assert answer.headers["Content-Type"] == "application/problem+json"
+    assert b"http:///" not in answer.body
+
+
 def test_an_upload_larger_than_nginx_body_buffer_reaches_the_app(server):
     """Attack surface: a 200 KB image, which nginx keeps in a file of the runtime folder."""
     buffer = io.BytesIO()
