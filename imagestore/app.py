@@ -6,17 +6,26 @@ classes are set here and nowhere else (tests/test_app.py holds that).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import io
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any, cast
 
 from flask import Flask, Request, Response
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import ImmutableMultiDict
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    BadRequest,
+    ClientDisconnected,
+    HTTPException,
+    RequestEntityTooLarge,
+)
 from werkzeug.formparser import FormDataParser
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Rule
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import get_input_stream
 
 
 class Fields(ImmutableMultiDict):
@@ -48,14 +57,59 @@ class JSONProvider(DefaultJSONProvider):
             raise ValueError("the JSON body is nested too deeply") from None
 
 
+@contextmanager
+def client_body_errors() -> Iterator[None]:
+    """Turn an error of the WSGI server reading the request body into a 400: the body is
+    malformed or cut short, which is the client's doing.
+
+    gunicorn raises its own errors for a malformed chunked body (`InvalidChunkSize`,
+    `ChunkMissingTerminator`) and `NoMoreData`, an OSError, for one cut short: otherwise a 500,
+    or the 503 of a failing file store. werkzeug says a body ended early with a 400 that does
+    not say so; its 413 of a body over the limit stays.
+    """
+    try:
+        yield
+    except ClientDisconnected as error:
+        message = "The request body is cut short: the client sent less than it announced."
+        raise BadRequest(message) from error
+    except HTTPException:
+        raise
+    except Exception as error:
+        raise BadRequest(f"The request body is malformed or cut short: {error}") from error
+
+
+class RequestBody(io.RawIOBase):
+    """The request body as werkzeug guards it, whose read errors are 400s (above). werkzeug's
+    parsers, and `get_data`, only call `read`."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        with client_body_errors():
+            return self.stream.read(-1 if size is None else size)
+
+
 class ApiRequest(Request):
-    """Flask's request, with its query and form fields in `Fields`; a malformed form body is a 400.
+    """Flask's request, with its query and form fields in `Fields`; a malformed form body is a
+    400, and so is a body that the server fails to read.
 
     werkzeug would read a malformed form body as an empty form, and answer too many fields with
     the 413 of a body over the size limit.
     """
 
     parameter_storage_class = Fields
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        """werkzeug's input stream (within Content-Length and MAX_CONTENT_LENGTH), whose
+        server errors are 400s."""
+        stream = get_input_stream(self.environ, max_content_length=self.max_content_length)
+        return cast(IO[bytes], RequestBody(stream))
 
     def make_form_data_parser(self) -> FormDataParser:
         parser = super().make_form_data_parser()

@@ -1,18 +1,28 @@
-"""Hardening at the HTTP level: filters too long to run, browser headers, forged hosts, CSRF.
+"""Hardening at the HTTP level: filters too long to run, browser headers, forged hosts, CSRF,
+bodies that gunicorn cannot read.
 
 Each test sends the attack as its input: a thousand tag names in a filter, a forged `Host`,
-and the form posts, deletes and JSON calls another site's page makes a browser send with the
-Basic credentials it cached on the docs page.
+the form posts, deletes and JSON calls another site's page makes a browser send with the
+Basic credentials it cached on the docs page, and malformed or cut chunked bodies.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from flask.testing import FlaskClient
+from helpers import image_bytes
+from live_server import LiveServer, serve
 
 from imagestore.schemas import TAG_NAMES_MAX
 
@@ -214,3 +224,119 @@ def test_reads_from_another_site_are_answered(client, alice):
     response = client.get("/api/tags/", headers={"Sec-Fetch-Site": "cross-site"}, auth=alice)
 
     assert response.status_code == 200
+
+
+# Bodies that gunicorn cannot read: malformed or cut chunked encoding
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with serve(tmp_path_factory.mktemp("bodies")) as server:
+        yield server
+
+
+def basic(auth: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+
+
+def send_chunked(
+    live: LiveServer, path: str, content_type: str, request_id: str, body: bytes, cut: bool = False
+) -> tuple[int, dict[str, Any]]:
+    """POST a chunked body as it is written; with `cut`, close the sending side after it.
+    Return the status and the JSON answer."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Transfer-Encoding: chunked\r\nX-Request-ID: {request_id}\r\nConnection: close\r\n"
+        f"Authorization: {basic(live.user)}\r\n\r\n"
+    ).encode()
+    address = urlsplit(live.url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(head + body)
+        if cut:
+            connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while data := connection.recv(65536):
+            answer += data
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def get(live: LiveServer, path: str, auth: tuple[str, str]) -> dict[str, Any]:
+    request = urllib.request.Request(live.url + path, headers={"Authorization": basic(auth)})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def tracked_status(live: LiveServer, request_id: str) -> list[int]:
+    """Return the status of each tracking row of a request id, once the workers wrote them."""
+    deadline = time.monotonic() + 10
+    while True:
+        rows = get(live, f"/api/trackings/?request_id={request_id}", live.admin)["results"]
+        if rows or time.monotonic() > deadline:
+            return [row["status_code"] for row in rows]
+        time.sleep(0.2)
+
+
+def multipart_head(boundary: str) -> bytes:
+    return (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode() + image_bytes()
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body", "detail"),
+    [
+        ("/api/tags/", "application/json", b"zz\r\n{}\r\n0\r\n\r\n", "Invalid chunk size"),
+        ("/api/tags/", "application/json", b"2\r\n{}XX0\r\n\r\n", "Invalid chunk terminator"),
+        (
+            "/api/images/",
+            "multipart/form-data; boundary=b0undary",
+            chunk(multipart_head("b0undary")) + b"qq\r\n",
+            "Invalid chunk size",
+        ),
+    ],
+    ids=["json-chunk-size", "json-chunk-terminator", "upload-chunk-size"],
+)
+@pytest.mark.slow
+def test_a_malformed_chunked_body_is_a_400_and_tracked(live, path, content_type, body, detail):
+    """A 500 before (gunicorn's parse error reached the view), with a traceback in the log."""
+    request_id = f"malformed-{detail.split()[-1]}-{path.strip('/').replace('/', '-')}"
+
+    status, answer = send_chunked(live, path, content_type, request_id, body)
+
+    assert status == 400, answer
+    assert answer["detail"].startswith(f"The request body is malformed or cut short: {detail}")
+    assert tracked_status(live, request_id) == [400]
+    assert get(live, "/api/images/", live.user)["count"] == 0
+    assert "Traceback" not in live.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body"),
+    [
+        ("/api/tags/", "application/json", b'20\r\n{"name":'),
+        (
+            "/api/images/",
+            "multipart/form-data; boundary=b0undary",
+            b"%x\r\n" % 10_000 + multipart_head("b0undary"),
+        ),
+    ],
+    ids=["json", "upload"],
+)
+@pytest.mark.slow
+def test_a_chunked_body_cut_short_is_a_400_that_says_so(live, path, content_type, body):
+    request_id = f"cut-{path.strip('/').replace('/', '-')}"
+
+    status, answer = send_chunked(live, path, content_type, request_id, body, cut=True)
+
+    assert status == 400, answer
+    assert answer["detail"] == (
+        "The request body is cut short: the client sent less than it announced."
+    )
+    assert tracked_status(live, request_id) == [400]
+    assert get(live, "/api/images/", live.user)["count"] == 0
