@@ -352,11 +352,21 @@ def test_a_body_over_the_upload_limit_gets_413_problem_json(server):
         b"get /api/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         b"GET /api/ HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: example.com\r\n\r\n",
         b"GET /api/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Note: a\x01b\r\n\r\n",
+        b"POST /api/tags/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
     ],
-    ids=["no-request-line", "raw-utf8-url", "lowercase-method", "two-hosts", "control-character"],
+    ids=[
+        "no-request-line",
+        "raw-utf8-url",
+        "lowercase-method",
+        "two-hosts",
+        "control-character",
+        "malformed-chunked-body",
+    ],
 )
 def test_a_malformed_request_gets_400_problem_json(server, head):
-    """Attack: request lines and heads that nginx or gunicorn refuse (gunicorn with HTML)."""
+    """Attack: request lines, heads and a chunked body that nginx or gunicorn refuse (gunicorn with
+    HTML)."""
     assert_nginx_problem(send_raw(server.port, head), 400)
 
 
