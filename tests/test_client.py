@@ -776,6 +776,77 @@ def test_an_unreachable_service_fails_each_file(
         )
 
 
+class OtherService(http.server.ThreadingHTTPServer):
+    """A web server that is not imagestore: every request gets 200 with the same body."""
+
+    def __init__(self, content_type: str, body: bytes) -> None:
+        super().__init__(("127.0.0.1", 0), OtherServiceHandler)
+        self.content_type, self.body = content_type, body
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class OtherServiceHandler(http.server.BaseHTTPRequestHandler):
+    server: OtherService
+
+    def log_message(self, *args: Any) -> None:
+        """Stay quiet."""
+
+    def answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", self.server.content_type)
+        self.send_header("Content-Length", str(len(self.server.body)))
+        self.end_headers()
+        self.wfile.write(self.server.body)
+
+    do_GET = do_POST = answer
+
+
+@pytest.fixture
+def other_service(request: pytest.FixtureRequest) -> Iterator[OtherService]:
+    other = OtherService(*request.param)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    yield other
+    other.shutdown()
+    other.server_close()
+
+
+@pytest.mark.parametrize(
+    ("other_service", "expected"),
+    [
+        (("text/html", b"<html>Sign in</html>"), "in text/html, not JSON: is http://127.0.0.1:"),
+        (("application/json", b'{"status": "ok"}'), "is not as the imagestore API gives it"),
+        (("application/json", b"[1, 2]"), "is not as the imagestore API gives it"),
+    ],
+    indirect=["other_service"],
+    ids=["html-page", "other-json", "json-list"],
+)
+@pytest.mark.parametrize("command", [["ls"], ["whoami"], ["tags"], ["upload", "pics"]])
+def test_a_url_that_is_not_the_service_is_one_clear_line(
+    server: LiveServer,
+    other_service: OtherService,
+    expected: str,
+    command: list[str],
+    home: Path,
+    tmp_path: Path,
+) -> None:
+    """IMAGESTORE_URL naming another web server (a sign-in page of a proxy, another JSON API):
+    a Python traceback before."""
+    write_image(tmp_path / "pics" / "a.png")
+
+    result = imagestore(server, *command, token="t", home=home, url=other_service.url, cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("imagestore: ")
+    assert expected in line
+
+
 @pytest.mark.parametrize("flaky", [(503, 0)], indirect=True)
 def test_files_of_a_folder_go_several_to_a_request(
     server: LiveServer, flaky: FlakyProxy, token: str, home: Path, tmp_path: Path

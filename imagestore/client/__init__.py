@@ -25,6 +25,7 @@ from .transport import (  # noqa: E402
     ImagestoreError,
     Retry,
     RetryPolicy,
+    UnexpectedAnswer,
     Unreachable,
 )
 
@@ -41,5 +42,6 @@ __all__ = [
     "RetryPolicy",
     "Summary",
     "Tag",
+    "UnexpectedAnswer",
     "Unreachable",
 ]

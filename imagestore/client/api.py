@@ -30,6 +30,7 @@ from .transport import (
     RetryPolicy,
     Transport,
     Unreachable,
+    api_answer,
     raise_for_answer,
 )
 
@@ -205,7 +206,8 @@ class Client:
                 "No credentials: set IMAGESTORE_TOKEN, pass a user, or add the host to ~/.netrc."
             )
         me = self.transport.call("GET", "/api/me/")
-        return Identity(self.url, me["username"], self.auth_kind, me["is_admin"])
+        with api_answer("The answer of /api/me/"):
+            return Identity(self.url, me["username"], self.auth_kind, me["is_admin"])
 
     # Images
 
@@ -229,8 +231,9 @@ class Client:
         params: dict[str, str] | None = query
         while link:
             page = self.transport.call("GET", link, params=params)
-            yield from page["results"]
-            link, params = self.same_origin(page.get("next")), None
+            with api_answer(f"A page of {url}"):
+                rows, link, params = page["results"], self.same_origin(page.get("next")), None
+            yield from rows
 
     def image(self, image_id: int) -> Image:
         """Return one image; ApiError with status 404 when there is none."""
@@ -244,7 +247,8 @@ class Client:
             answer = self.transport.call(
                 "POST", "/api/images/exists/", json={"sha256": wanted[start : start + CHUNK]}
             )
-            found |= {digest: int(image_id) for digest, image_id in answer["images"].items()}
+            with api_answer("The answer of /api/images/exists/"):
+                found |= {digest: int(image_id) for digest, image_id in answer["images"].items()}
         return found
 
     def upload(

@@ -7,6 +7,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from .transport import api_answer
+
 
 def parse_time(text: str | None) -> datetime | None:
     """Read the API's ISO 8601 timestamps (`2026-11-27T10:00:00.000000Z`)."""
@@ -38,21 +40,22 @@ class Image:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Image:
-        return cls(
-            id=data["id"],
-            filename=data["filename"],
-            sha256=data["sha256"],
-            size=data["size"],
-            width=data["width"],
-            height=data["height"],
-            content_type=data["content_type"],
-            format=data["format"],
-            tags=list(data["tags"]),
-            created_by=data.get("created_by"),
-            created_at=parse_time(data.get("created_at")),
-            url=data["image"],
-            thumbnails={int(size): link for size, link in data.get("thumbnails", {}).items()},
-        )
+        with api_answer("An image"):
+            return cls(
+                id=data["id"],
+                filename=data["filename"],
+                sha256=data["sha256"],
+                size=data["size"],
+                width=data["width"],
+                height=data["height"],
+                content_type=data["content_type"],
+                format=data["format"],
+                tags=list(data["tags"]),
+                created_by=data.get("created_by"),
+                created_at=parse_time(data.get("created_at")),
+                url=data["image"],
+                thumbnails={int(size): link for size, link in data.get("thumbnails", {}).items()},
+            )
 
     def to_json(self) -> dict[str, Any]:
         """Return the image as JSON-ready values (for `imagestore ls --json`)."""
@@ -83,12 +86,13 @@ class Tag:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Tag:
-        return cls(
-            name=data["name"],
-            image_count=data["image_count"],
-            created_by=data.get("created_by"),
-            created_at=parse_time(data.get("created_at")),
-        )
+        with api_answer("A tag"):
+            return cls(
+                name=data["name"],
+                image_count=data["image_count"],
+                created_by=data.get("created_by"),
+                created_at=parse_time(data.get("created_at")),
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {

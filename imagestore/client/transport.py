@@ -12,7 +12,8 @@ import email.utils
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +43,23 @@ class AuthError(ApiError):
 
 class Unreachable(ImagestoreError):
     """The service could not be reached, however often the client tried."""
+
+
+class UnexpectedAnswer(ImagestoreError):
+    """An answer the API never gives: not JSON, or JSON without the API's fields. The URL
+    names another service, or a proxy answered in the service's place."""
+
+
+@contextmanager
+def api_answer(what: str) -> Iterator[None]:
+    """Read the fields of an answer: one missing, or of another type, is UnexpectedAnswer."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise UnexpectedAnswer(
+            f"{what} is not as the imagestore API gives it ({type(error).__name__}: {error}):"
+            " does the URL name an imagestore service?"
+        ) from None
 
 
 def problem_detail(response: httpx.Response) -> tuple[str, Any]:
@@ -181,7 +199,16 @@ class Transport:
         """Make a request with retries; return its JSON (None for 204) or raise ApiError."""
         response = self.request(method, url, **kwargs)
         raise_for_answer(response)
-        return None if response.status_code == 204 or not response.content else response.json()
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("Content-Type", "no Content-Type")
+            raise UnexpectedAnswer(
+                f"{method} {response.url} answered {response.status_code} in {kind}, not JSON:"
+                f" is {self.http.base_url} an imagestore service?"
+            ) from None
 
 
 class LazyTransport(httpx.BaseTransport):
