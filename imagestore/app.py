@@ -63,9 +63,9 @@ def client_body_errors() -> Iterator[None]:
     malformed or cut short, which is the client's doing.
 
     gunicorn raises its own errors for a malformed chunked body (`InvalidChunkSize`,
-    `ChunkMissingTerminator`) and `NoMoreData`, an OSError, for one cut short: otherwise a 500,
-    or the 503 of a failing file store. werkzeug says a body ended early with a 400 that does
-    not say so; its 413 of a body over the limit stays.
+    `ChunkMissingTerminator`): otherwise a 500. werkzeug turns a body that ends early (fewer
+    bytes than announced, or gunicorn's `NoMoreData`) into a 400 that does not say so; its 413
+    of a body over the limit stays.
     """
     try:
         yield
