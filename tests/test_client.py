@@ -777,11 +777,12 @@ def test_an_unreachable_service_fails_each_file(
 
 
 class OtherService(http.server.ThreadingHTTPServer):
-    """A web server that is not imagestore: every request gets 200 with the same body."""
+    """A web server that is not imagestore: every request gets the same answer (200, or a
+    redirect to `location`)."""
 
-    def __init__(self, content_type: str, body: bytes) -> None:
+    def __init__(self, content_type: str, body: bytes, location: str = "") -> None:
         super().__init__(("127.0.0.1", 0), OtherServiceHandler)
-        self.content_type, self.body = content_type, body
+        self.content_type, self.body, self.location = content_type, body, location
 
     @property
     def url(self) -> str:
@@ -796,7 +797,9 @@ class OtherServiceHandler(http.server.BaseHTTPRequestHandler):
 
     def answer(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(200)
+        self.send_response(301 if self.server.location else 200)
+        if self.server.location:
+            self.send_header("Location", self.server.location + self.path)
         self.send_header("Content-Type", self.server.content_type)
         self.send_header("Content-Length", str(len(self.server.body)))
         self.end_headers()
@@ -821,9 +824,13 @@ def other_service(request: pytest.FixtureRequest) -> Iterator[OtherService]:
         (("text/html", b"<html>Sign in</html>"), "in text/html, not JSON: is http://127.0.0.1:"),
         (("application/json", b'{"status": "ok"}'), "is not as the imagestore API gives it"),
         (("application/json", b"[1, 2]"), "is not as the imagestore API gives it"),
+        (
+            ("text/html", b"", "https://images.example.com"),
+            "301: Moved Permanently, to https://images.example.com/api/",
+        ),
     ],
     indirect=["other_service"],
-    ids=["html-page", "other-json", "json-list"],
+    ids=["html-page", "other-json", "json-list", "redirect-to-https"],
 )
 @pytest.mark.parametrize("command", [["ls"], ["whoami"], ["tags"], ["upload", "pics"]])
 def test_a_url_that_is_not_the_service_is_one_clear_line(
@@ -835,7 +842,7 @@ def test_a_url_that_is_not_the_service_is_one_clear_line(
     tmp_path: Path,
 ) -> None:
     """IMAGESTORE_URL naming another web server (a sign-in page of a proxy, another JSON API):
-    a Python traceback before."""
+    a Python traceback before. A redirect (a proxy sending http to https) names its target."""
     write_image(tmp_path / "pics" / "a.png")
 
     result = imagestore(server, *command, token="t", home=home, url=other_service.url, cwd=tmp_path)
@@ -843,7 +850,8 @@ def test_a_url_that_is_not_the_service_is_one_clear_line(
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     [line] = result.stderr.splitlines()
-    assert line.startswith("imagestore: ")
+    # A run that could not ask which files are stored sends them, and names each failure.
+    assert line.startswith(("imagestore: ", "failed: pics/a.png: "))
     assert expected in line
 
 

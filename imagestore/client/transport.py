@@ -64,6 +64,13 @@ def api_answer(what: str) -> Iterator[None]:
 
 def problem_detail(response: httpx.Response) -> tuple[str, Any]:
     """Return the `detail` of an error answer (or its text) and its parsed body."""
+    if response.is_redirect:
+        # The API never redirects: a proxy sends http to https, or the URL names another path.
+        target = response.url.join(response.headers["Location"])
+        return (
+            f"{response.reason_phrase}, to {target}: IMAGESTORE_URL should name the address"
+            " the service answers at"
+        ), None
     try:
         body = response.json()
     except ValueError:
