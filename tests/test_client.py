@@ -598,7 +598,23 @@ def test_a_netrc_others_may_read_is_refused(server: LiveServer, home: Path) -> N
 # Retries, through a proxy that answers errors before passing requests on
 
 
-class FlakyProxy(http.server.ThreadingHTTPServer):
+class LoopbackServer(http.server.ThreadingHTTPServer):
+    """An HTTP server of the test's own, on a free loopback port."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        """Stay quiet."""
+
+
+class FlakyProxy(LoopbackServer):
     """A proxy on a free port: answers the first `failures` uploads with `status` (and
     `Retry-After` when given), and passes every other request on to the server. With
     `hide_stored`, it answers `exists` with none, as if the files were stored after it."""
@@ -611,23 +627,16 @@ class FlakyProxy(http.server.ThreadingHTTPServer):
         retry_after: str = "",
         hide_stored: bool = False,
     ) -> None:
-        super().__init__(("127.0.0.1", 0), ProxyHandler)
+        super().__init__(ProxyHandler)
         self.upstream = upstream.removeprefix("http://")
         self.status, self.failures, self.retry_after = status, failures, retry_after
         self.hide_stored = hide_stored
         self.uploads = 0
         self.lock = threading.Lock()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
-
-class ProxyHandler(http.server.BaseHTTPRequestHandler):
+class ProxyHandler(QuietHandler):
     server: FlakyProxy
-
-    def log_message(self, *args: Any) -> None:
-        """Stay quiet."""
 
     def relay(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -776,24 +785,17 @@ def test_an_unreachable_service_fails_each_file(
         )
 
 
-class OtherService(http.server.ThreadingHTTPServer):
+class OtherService(LoopbackServer):
     """A web server that is not imagestore: every request gets the same answer (200, or a
     redirect to `location`)."""
 
     def __init__(self, content_type: str, body: bytes, location: str = "") -> None:
-        super().__init__(("127.0.0.1", 0), OtherServiceHandler)
+        super().__init__(OtherServiceHandler)
         self.content_type, self.body, self.location = content_type, body, location
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
-
-class OtherServiceHandler(http.server.BaseHTTPRequestHandler):
+class OtherServiceHandler(QuietHandler):
     server: OtherService
-
-    def log_message(self, *args: Any) -> None:
-        """Stay quiet."""
 
     def answer(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -1111,21 +1113,18 @@ def test_client_raises_api_errors(server: LiveServer, token: str, tmp_path: Path
     assert missing_tag.value.names[0].startswith("no-such-tag-")
 
 
-class PagesServer(http.server.ThreadingHTTPServer):
+class PagesServer(LoopbackServer):
     """Serves two pages of one image each, noting the path and credentials of each request."""
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), PagesHandler)
+        super().__init__(PagesHandler)
         self.seen: list[tuple[str, str | None]] = []
 
 
-class PagesHandler(http.server.BaseHTTPRequestHandler):
+class PagesHandler(QuietHandler):
     """Two pages of one image each; the first page's `next` names another host."""
 
     server: PagesServer
-
-    def log_message(self, *args: Any) -> None:
-        """Stay quiet."""
 
     def do_GET(self) -> None:
         self.server.seen.append((self.path, self.headers.get("Authorization")))
@@ -1163,7 +1162,7 @@ def test_page_links_are_followed_on_the_service_only() -> None:
     service = PagesServer()
     threading.Thread(target=service.serve_forever, daemon=True).start()
     try:
-        with Client(f"http://127.0.0.1:{service.server_address[1]}", token="ims_x") as client:
+        with Client(service.url, token="ims_x") as client:
             ids = [image.id for image in client.images()]
     finally:
         service.shutdown()
