@@ -7,8 +7,7 @@ classes are set here and nowhere else (tests/test_app.py holds that).
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import IO, Any, cast
 
 from flask import Flask, Request, Response
@@ -57,30 +56,16 @@ class JSONProvider(DefaultJSONProvider):
             raise ValueError("the JSON body is nested too deeply") from None
 
 
-@contextmanager
-def client_body_errors() -> Iterator[None]:
-    """Turn an error of the WSGI server reading the request body into a 400: the body is
-    malformed or cut short, which is the client's doing.
+class RequestBody(io.RawIOBase):
+    """The request body as werkzeug guards it, whose read errors are 400s: the body is
+    malformed or cut short, which is the client's doing. werkzeug's parsers, and `get_data`,
+    only call `read`.
 
     gunicorn raises its own errors for a malformed chunked body (`InvalidChunkSize`,
     `ChunkMissingTerminator`): otherwise a 500. werkzeug turns a body that ends early (fewer
     bytes than announced, or gunicorn's `NoMoreData`) into a 400 that does not say so; its 413
     of a body over the limit stays.
     """
-    try:
-        yield
-    except ClientDisconnected as error:
-        message = "The request body is cut short: the client sent less than it announced."
-        raise BadRequest(message) from error
-    except HTTPException:
-        raise
-    except Exception as error:
-        raise BadRequest(f"The request body is malformed or cut short: {error}") from error
-
-
-class RequestBody(io.RawIOBase):
-    """The request body as werkzeug guards it, whose read errors are 400s (above). werkzeug's
-    parsers, and `get_data`, only call `read`."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         super().__init__()
@@ -90,8 +75,15 @@ class RequestBody(io.RawIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        with client_body_errors():
+        try:
             return self.stream.read(-1 if size is None else size)
+        except ClientDisconnected as error:
+            message = "The request body is cut short: the client sent less than it announced."
+            raise BadRequest(message) from error
+        except HTTPException:
+            raise
+        except Exception as error:
+            raise BadRequest(f"The request body is malformed or cut short: {error}") from error
 
 
 class ApiRequest(Request):
