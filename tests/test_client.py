@@ -31,7 +31,15 @@ from helpers import PROJECT, free_port
 from live_server import LiveServer, serve
 from PIL import Image as PILImage
 
-from imagestore.client import ApiError, Client, FileResult, Image, MissingTags, Tag
+from imagestore.client import (
+    ApiError,
+    Client,
+    FileResult,
+    Image,
+    MissingTags,
+    Tag,
+    UnexpectedAnswer,
+)
 from imagestore.client import upload as upload_module
 from imagestore.client.output import JsonReporter
 from imagestore.client.sources import Source
@@ -855,6 +863,16 @@ def test_a_url_that_is_not_the_service_is_one_clear_line(
     # A run that could not ask which files are stored sends them, and names each failure.
     assert line.startswith(("imagestore: ", "failed: pics/a.png: "))
     assert expected in line
+
+
+@pytest.mark.parametrize("other_service", [("text/html", b"<html>Sign in</html>")], indirect=True)
+def test_tag_calls_to_another_service_raise_unexpected_answer(other_service: OtherService) -> None:
+    """`tag` and `create_tag` read their answers as every other call does (a JSONDecodeError
+    before)."""
+    with Client(other_service.url, token="ims_x") as client:
+        for call in (client.tag, client.create_tag):
+            with pytest.raises(UnexpectedAnswer, match="in text/html, not JSON"):
+                call("beach")
 
 
 @pytest.mark.parametrize("flaky", [(503, 0)], indirect=True)

@@ -432,16 +432,14 @@ class Client:
             found = self.tag(name)
             if found is not None:
                 return found
-        raise_for_answer(response)
-        return Tag.from_json(response.json())
+        return Tag.from_json(self.transport.answer("POST", response))
 
     def tag(self, name: str) -> Tag | None:
         """Return the tag of this name (any case), or None."""
         response = self.transport.request("GET", f"/api/tags/{quote(name.strip(), safe='')}/")
         if response.status_code == 404:
             return None
-        raise_for_answer(response)
-        return Tag.from_json(response.json())
+        return Tag.from_json(self.transport.answer("GET", response))
 
 
 __all__ = ["Client", "MissingTags", "Unreachable"]

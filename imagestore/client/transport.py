@@ -204,7 +204,11 @@ class Transport:
 
     def call(self, method: str, url: str, **kwargs: Any) -> Any:
         """Make a request with retries; return its JSON (None for 204) or raise ApiError."""
-        response = self.request(method, url, **kwargs)
+        return self.answer(method, self.request(method, url, **kwargs))
+
+    def answer(self, method: str, response: httpx.Response) -> Any:
+        """Return an answer's JSON (None for 204); raise ApiError for an error, and
+        UnexpectedAnswer for a success that is not JSON."""
         raise_for_answer(response)
         if response.status_code == 204 or not response.content:
             return None
